@@ -1,0 +1,214 @@
+"""What an alert says: the distinct failure it is about, and the JSON posted for it.
+
+The payload carries a `text` line, which is all that Slack and Teams-style incoming webhooks read, plus
+structured fields for anything that routes or files alerts. Nothing here may carry a secret: the
+payload also goes to the log and is stored in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+AlertKind = Literal["check", "run"]
+EventKind = Literal["alert", "recovery"]
+SOURCE = "vault-pipeline"
+MAX_KEYS = 20  # failing keys carried by a payload; the check's own metadata has the full picture
+TEXT_KEYS = 5  # failing keys named in the human line
+MAX_TEXT = 1500
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_BACKTICKED = re.compile(r"`([^`]+)`")
+_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One distinct failure. Its `key` identifies it across ticks, runs and processes.
+
+    `subject` is "asset:check" for a check and the job name for a run; `partition` is a day, a
+    "first..last" range (a ranged run) or "all" (an unpartitioned evaluation or run).
+    """
+
+    kind: AlertKind
+    subject: str
+    partition: str
+    severity: str = "ERROR"
+    asset: str | None = None
+    check: str | None = None
+    job: str | None = None
+    run_id: str | None = None
+    failing_keys: tuple[str, ...] = ()
+    days: tuple[str, ...] = ()
+    description: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return alert_key(self.kind, self.subject, self.partition)
+
+    @property
+    def what(self) -> str:
+        return f"check {self.subject}" if self.kind == "check" else f"run of {self.subject}"
+
+
+def alert_key(kind: str, subject: str, partition: str) -> str:
+    return f"{kind}:{subject}:{partition}"
+
+
+def partition_label(partition: str | None, range_start: str | None = None, range_end: str | None = None) -> str:
+    """The partition part of a key: the day, "first..last" for a ranged run, else "all"."""
+    if partition:
+        return partition
+    if range_start and range_end:
+        return range_start if range_start == range_end else f"{range_start}..{range_end}"
+    return "all"
+
+
+def partition_bounds(label: str) -> tuple[str, str] | None:
+    """(first, last) day of a label, or None for "all" or anything that is not a day or a day range."""
+    first, _, last = label.partition("..")
+    last = last or first
+    if DAY.match(first) and DAY.match(last):
+        return first, last
+    return None
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _short_run(run_id: str | None) -> str:
+    return f" (run {run_id[:8]})" if run_id else ""
+
+
+def _clip(text: str, limit: int = MAX_TEXT) -> str:
+    text = " ".join(text.split())  # one line, whatever the description holds
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _keys_phrase(keys: tuple[str, ...], total: int | None = None) -> str:
+    if not keys:
+        return ""
+    shown = ", ".join(keys[:TEXT_KEYS])
+    more = max((total or len(keys)) - min(len(keys), TEXT_KEYS), 0)
+    return f" Failing: {shown}" + (f" and {more} more" if more else "") + "."
+
+
+def alert_payload(alert: Alert, *, at: dt.datetime) -> dict[str, Any]:
+    """The JSON of an alert: a human `text` line and the structured fields."""
+    total = alert.details.get("objects_failing") if isinstance(alert.details.get("objects_failing"), int) else None
+    text = f"[{SOURCE}] ALERT {alert.severity}: {alert.what} failed for {alert.partition}"
+    text += f": {alert.description.rstrip('.')}." if alert.description else "."
+    text += _keys_phrase(alert.failing_keys, total) + _short_run(alert.run_id)
+    return _payload(alert, "alert", text, at)
+
+
+def recovery_payload(
+    alert_fields: Mapping[str, Any], *, at: dt.datetime, first_seen: dt.datetime, occurrences: int,
+    run_id: str | None, alert_delivered: bool,
+) -> dict[str, Any]:
+    """The JSON of a recovery notice, built from the stored alert so it names the same failure.
+
+    When the alert itself never reached the webhook (it was down for the whole episode), the notice
+    says what failed, so the failure is not lost even though it is over.
+    """
+    kind = alert_fields.get("kind", "check")
+    subject = alert_fields.get("subject") or ""
+    what = f"check {subject}" if kind == "check" else f"run of {subject}"
+    passed = "passes again" if kind == "check" else "succeeded"
+    count = f"{occurrences} failing evaluation(s)" if kind == "check" else f"{occurrences} failed run(s)"
+    text = (f"[{SOURCE}] RESOLVED: {what} {passed} for {alert_fields.get('partition')} "
+            f"(failing since {_iso(first_seen)}, {count}).")
+    if not alert_delivered:
+        earlier = alert_fields.get("text") or ""
+        text += f" The alert could not be delivered at the time: {earlier.removeprefix(f'[{SOURCE}] ')}"
+    text += _short_run(run_id)
+    payload = dict(alert_fields)
+    payload.update(
+        text=_clip(text), event="recovery", run_id=run_id, time=_iso(at),
+        details={**(alert_fields.get("details") or {}), "failing_since": _iso(first_seen),
+                 "occurrences": occurrences, "alert_delivered": alert_delivered,
+                 "alert_run_id": alert_fields.get("run_id")},
+    )
+    return payload
+
+
+def _payload(alert: Alert, event: EventKind, text: str, at: dt.datetime) -> dict[str, Any]:
+    return {
+        "text": _clip(text),
+        "event": event,
+        "severity": alert.severity,
+        "key": alert.key,
+        "kind": alert.kind,
+        "subject": alert.subject,
+        "asset": alert.asset,
+        "check": alert.check,
+        "job": alert.job,
+        "partition": alert.partition,
+        "days": list(alert.days),
+        "run_id": alert.run_id,
+        "failing_keys": list(alert.failing_keys[:MAX_KEYS]),
+        "details": json.loads(json.dumps(dict(alert.details), default=str)),  # JSON-safe copy
+        "description": alert.description,
+        "time": _iso(at),
+        "source": SOURCE,
+    }
+
+
+# -- reading the metadata a check or a run left behind ---------------------------------------------
+def key_list(value: Any, limit: int = MAX_KEYS) -> tuple[str, ...]:
+    """Object keys from whatever shape a check's metadata holds them in.
+
+    Accepted: a list (JSON metadata), a JSON text of a list, a dict with a "keys" list, or markdown /
+    plain text with one key per line or per backticked span (a bullet list or a table). Anything else
+    gives no keys rather than an error: an alert must go out even if the metadata changed shape.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, Mapping):
+        inner = value.get("keys", value.get("failing_keys"))
+        return key_list(inner, limit) if inner is not None else ()
+    if isinstance(value, list | tuple | set | frozenset):
+        return tuple(str(v) for v in value if v is not None and str(v).strip())[:limit]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return ()
+    stripped = value.strip()
+    if not stripped or stripped.lower() in ("none", "none.", "[]"):
+        return ()
+    if stripped[:1] in "[{":
+        try:
+            return key_list(json.loads(stripped), limit)
+        except ValueError:
+            pass
+    backticked = _BACKTICKED.findall(stripped)
+    if backticked:
+        return tuple(backticked)[:limit]
+    keys = []
+    for line in stripped.splitlines():
+        line = _BULLET.sub("", line).strip()
+        if line and not line.startswith(("|", "#")):
+            keys.append(line)
+    return tuple(keys)[:limit]
+
+
+def day_list(*values: Any) -> tuple[str, ...]:
+    """Days (YYYY-MM-DD) named by metadata values such as "day" and "days", sorted, without repeats."""
+    days: set[str] = set()
+    for value in values:
+        for item in key_list(value, limit=10_000) if not isinstance(value, str) else _split_days(value):
+            if DAY.match(item):
+                days.add(item)
+    return tuple(sorted(days))
+
+
+def _split_days(text: str) -> list[str]:
+    stripped = text.strip()
+    if stripped[:1] == "[":
+        return list(key_list(stripped, limit=10_000))
+    return [part.strip() for part in re.split(r"[,\s]+", stripped) if part.strip()]

@@ -1,0 +1,104 @@
+"""Everything wired in one place. Configuration is read and validated here, at load time, so a bad
+variable or retention policy stops `dagster dev` with a message naming it instead of failing runs."""
+
+from __future__ import annotations
+
+from dagster import Definitions, EnvVar, in_process_executor
+
+from vault_pipeline.assets.replication import cold_copies, hot_deletions, hot_inventory
+from vault_pipeline.assets.verification import verification_report
+from vault_pipeline.checks.cold_copies import cold_copies_checks
+from vault_pipeline.jobs.replication import replication_job
+from vault_pipeline.jobs.restore_drill import build_restore_drill_schedule, restore_drill_job
+from vault_pipeline.jobs.verification import build_verification_schedules, cold_copies_checks_job, verification_job
+from vault_pipeline.resources import (
+    ColdSiteResource,
+    ReplicationSettingsResource,
+    S3SiteResource,
+    TrackingDatabaseResource,
+    VerificationSettingsResource,
+)
+from vault_pipeline.resources.alerts import alerts_resource_from_env
+from vault_pipeline.resources.restore_drill import RestoreDrillResource
+from vault_pipeline.sensors.alerts import build_alert_sensors, declared_check_keys
+from vault_pipeline.sensors.hot_bucket import build_hot_bucket_sensor
+from vault_pipeline.sensors.restore_drill import build_restore_drill_followup_sensor
+from vault_pipeline.settings import VaultSettings, load_settings
+
+
+def build_resources(settings: VaultSettings) -> dict[str, object]:
+    pool = max(64, settings.concurrency * (settings.part_concurrency + 1))
+    return {
+        "hot_site": S3SiteResource(
+            site_name="hot", endpoint_url=EnvVar("OVH_S3_ENDPOINT"), region=settings.hot_region,
+            access_key_id=EnvVar("OVH_S3_ACCESS_KEY_ID"), secret_access_key=EnvVar("OVH_S3_SECRET_ACCESS_KEY"),
+            bucket=EnvVar("OVH_S3_BUCKET_DOCUMENTS"), addressing_style=settings.hot_addressing_style,
+            request_checksum_calculation=settings.hot_request_checksum_calculation,
+            response_checksum_validation=settings.hot_response_checksum_validation, max_pool_connections=pool,
+        ),
+        "cold_site": ColdSiteResource(
+            site_name="cold", endpoint_url=EnvVar("AWS_S3_ENDPOINT"), region=settings.cold_region,
+            access_key_id=EnvVar("AWS_S3_ACCESS_KEY_ID"), secret_access_key=EnvVar("AWS_S3_SECRET_ACCESS_KEY"),
+            bucket=EnvVar("AWS_S3_BUCKET_DOCUMENTS_COLD"), addressing_style=settings.cold_addressing_style,
+            request_checksum_calculation=settings.cold_request_checksum_calculation,
+            response_checksum_validation=settings.cold_response_checksum_validation, max_pool_connections=pool,
+            storage_class=settings.cold_storage_class,
+        ),
+        "tracking_db": TrackingDatabaseResource(dsn=EnvVar("VAULT_DATABASE_URL")),
+        "replication": ReplicationSettingsResource(
+            concurrency=settings.concurrency, max_attempts=settings.max_attempts,
+            retry_base_seconds=settings.retry_base_seconds, lease_seconds=settings.lease_seconds,
+            multipart_threshold_mb=settings.multipart_threshold_mb, part_size_mb=settings.part_size_mb,
+            part_concurrency=settings.part_concurrency, delete_after_replication=settings.delete_after_replication,
+            retention_policy_file=str(settings.retention_policy_file) if settings.retention_policy_file else None,
+            reserved_prefixes=list(settings.reserved_prefixes),
+        ),
+        "verification": VerificationSettingsResource(
+            report_prefix=settings.report_prefix, report_retention_years=settings.report_retention_years,
+            period_days=settings.verification_period_days, audit_concurrency=settings.audit_concurrency,
+            completeness_grace_minutes=settings.completeness_grace_minutes,
+            price_archive_gb_month=settings.price_archive_gb_month,
+            price_standard_gb_month=settings.price_standard_gb_month,
+        ),
+        "alerts": alerts_resource_from_env(
+            timeout_seconds=settings.alert_webhook_timeout_seconds,
+            delivery_budget_seconds=settings.alert_delivery_budget_seconds,
+        ),
+        "restore_drill": RestoreDrillResource(
+            sample_size=settings.restore_drill_sample_size, tier=settings.restore_drill_tier,
+            deadline_hours=settings.restore_drill_deadline_hours,
+        ),
+    }
+
+
+def build_definitions(settings: VaultSettings) -> Definitions:
+    hot_bucket_sensor = build_hot_bucket_sensor(
+        job=replication_job,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        tick_budget_seconds=settings.sensor_tick_budget_seconds,
+        backlog_warning_threshold=settings.backlog_warning_threshold,
+        page_size=settings.sensor_page_size,
+    )
+    core = Definitions(
+        assets=[hot_inventory, cold_copies, hot_deletions, verification_report],
+        asset_checks=cold_copies_checks,
+        jobs=[replication_job, verification_job, cold_copies_checks_job, restore_drill_job],
+        schedules=[*build_verification_schedules(settings.verification_cron),
+                   build_restore_drill_schedule(settings.restore_drill_cron)],
+        sensors=[hot_bucket_sensor,
+                 build_restore_drill_followup_sensor(settings.restore_drill_poll_minutes * 60)],
+        resources=build_resources(settings),
+        # One process per run: the checks and the report share one audit (checks/audit_cache.py), and the
+        # copy path has its own thread pool.
+        executor=in_process_executor,
+    )
+    # The alert sensors watch every asset check the definitions above declare, so they are added last.
+    alert_sensors = build_alert_sensors(
+        check_keys=declared_check_keys([*(core.assets or []), *(core.asset_checks or [])]),
+        monitored_jobs=[replication_job, verification_job, cold_copies_checks_job, restore_drill_job],
+        minimum_interval_seconds=settings.alert_sensor_interval_seconds,
+    )
+    return Definitions.merge(core, Definitions(sensors=alert_sensors))
+
+
+defs = build_definitions(load_settings()[0])

@@ -1,0 +1,361 @@
+"""Streamed, verified copy of one object from the hot site to the locked cold site.
+
+Small objects (up to the multipart threshold) are read once into memory, hashed and sent with one
+PutObject whose x-amz-checksum-sha256 the cold server checks. Larger objects take two passes:
+1. a streaming read computes the whole-object SHA-256 and the SHA-256 of every part;
+2. the multipart upload re-reads each part with a ranged GET pinned to the source ETag (If-Match),
+   checks its digest against pass 1 and sends it with its checksum, several parts in flight.
+The SHA-256 must be in the cold object's user metadata, which S3 only accepts when the upload starts,
+hence pass 1. Memory is bounded by part_size x part_concurrency, whatever the object size.
+An upload that fails is aborted; its id is recorded first so that a killed process's upload is aborted
+by the next run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import time
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from vault_pipeline.replication.checksums import ExpectedChecksum, b64
+from vault_pipeline.replication.errors import CopyError, wrap
+from vault_pipeline.replication.inventory import strip_etag
+from vault_pipeline.replication.policy import ResolvedRetention, RetentionPolicy
+from vault_pipeline.replication.tracking import ReplicationOutcome
+from vault_pipeline.replication.verify import (
+    META_DOCUMENT_TYPE,
+    META_PART_SIZE,
+    META_RETAIN_UNTIL,
+    META_RETENTION_YEARS,
+    META_SHA256,
+    META_SOURCE_ETAG,
+    META_SOURCE_LAST_MODIFIED,
+    META_SOURCE_VERSION,
+    TAG_DOCUMENT_TYPE,
+    TAG_RETENTION_YEARS,
+    Expectation,
+    head_version,
+    verify_copy,
+)
+
+MiB = 1024 * 1024
+MAX_PARTS = 10_000
+READ_CHUNK = 1 * MiB
+
+
+@dataclass(frozen=True)
+class CopyOptions:
+    storage_class: str = "DEEP_ARCHIVE"
+    multipart_threshold: int = 16 * MiB
+    part_size: int = 8 * MiB
+    part_concurrency: int = 4
+    reserved_prefixes: tuple[str, ...] = ()  # cold prefixes the pipeline writes itself (reports, journal)
+
+    def part_size_for(self, size: int) -> int:
+        """The configured part size, grown in whole MiB when the object would need over 10,000 parts."""
+        needed = math.ceil(size / MAX_PARTS)
+        return max(self.part_size, math.ceil(needed / MiB) * MiB)
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    key: str
+    etag: str
+    size: int
+    last_modified: dt.datetime
+    version_id: str | None
+    metadata: dict[str, str]
+    content_type: str | None
+
+
+UploadHook = Callable[[str | None], None]
+
+
+class ObjectCopier:
+    def __init__(
+        self, *, hot: Any, hot_bucket: str, cold: Any, cold_bucket: str, policy: RetentionPolicy,
+        options: CopyOptions,
+    ) -> None:
+        self.hot, self.hot_bucket = hot, hot_bucket
+        self.cold, self.cold_bucket = cold, cold_bucket
+        self.policy = policy
+        self.options = options
+
+    # -- entry point ------------------------------------------------------------------------------
+    def replicate(self, key: str, *, listed_size: int, on_upload: UploadHook | None = None) -> ReplicationOutcome:
+        """Copy `key` (or recognise an existing verified copy of the same source) and verify it."""
+        on_upload = on_upload or (lambda _upload_id: None)
+        if key.startswith(self.options.reserved_prefixes):
+            raise CopyError(f"key {key!r} is under a prefix reserved on the cold site for the pipeline's own "
+                            f"records {self.options.reserved_prefixes}: rename it on the hot site", retryable=False)
+        if listed_size <= self.options.multipart_threshold:
+            source, body = self._read_small(key)
+            if source.size > self.options.multipart_threshold:  # grew since it was listed
+                return self.replicate(key, listed_size=source.size, on_upload=on_upload)
+            return self._copy_small(source, body)
+        source = self._head_source(key)
+        return self._copy_large(source, on_upload)
+
+    def abort_upload(self, key: str, upload_id: str) -> bool:
+        """Abort an upload left open by a dead process; False if the server no longer knows it."""
+        try:
+            self.cold.abort_multipart_upload(Bucket=self.cold_bucket, Key=key, UploadId=upload_id)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
+                return False
+            raise wrap(f"AbortMultipartUpload {upload_id} on cold object {key!r}", exc) from exc
+
+    def abort_uploads_for_key(self, key: str) -> int:
+        """Abort every open upload of exactly `key`: a worker killed between CreateMultipartUpload and
+        recording the upload id leaves one nobody knows the id of. The cold bucket is ours alone."""
+        aborted = 0
+        try:
+            response = self.cold.list_multipart_uploads(Bucket=self.cold_bucket, Prefix=key)
+        except Exception as exc:
+            raise wrap(f"ListMultipartUploads for cold object {key!r}", exc) from exc
+        for upload in response.get("Uploads", []):
+            if upload["Key"] == key and self.abort_upload(key, upload["UploadId"]):
+                aborted += 1
+        return aborted
+
+    # -- source side ------------------------------------------------------------------------------
+    def _source_from(self, key: str, response: dict[str, Any]) -> SourceObject:
+        return SourceObject(
+            key=key,
+            etag=strip_etag(response.get("ETag")),
+            size=int(response["ContentLength"]),
+            last_modified=response["LastModified"].astimezone(dt.UTC),
+            version_id=response.get("VersionId") if response.get("VersionId") not in (None, "null") else None,
+            metadata=dict(response.get("Metadata") or {}),
+            content_type=response.get("ContentType"),
+        )
+
+    def _read_small(self, key: str) -> tuple[SourceObject, bytes]:
+        try:
+            response = self.hot.get_object(Bucket=self.hot_bucket, Key=key)
+            source = self._source_from(key, response)
+            if source.size > self.options.multipart_threshold:
+                response["Body"].close()
+                return source, b""
+            body = response["Body"].read()
+        except Exception as exc:
+            raise wrap(f"GET hot object {key!r}", exc) from exc
+        if len(body) != source.size:
+            raise CopyError(f"GET hot object {key!r} returned {len(body)} bytes, expected {source.size}")
+        return source, body
+
+    def _head_source(self, key: str) -> SourceObject:
+        try:
+            return self._source_from(key, self.hot.head_object(Bucket=self.hot_bucket, Key=key))
+        except Exception as exc:
+            raise wrap(f"HEAD hot object {key!r}", exc) from exc
+
+    def _hash_pass(self, source: SourceObject, part_size: int) -> tuple[bytes, list[bytes]]:
+        """Stream the source once: whole-object SHA-256 and per-part SHA-256 digests."""
+        whole = hashlib.sha256()
+        part_digests: list[bytes] = []
+        part = hashlib.sha256()
+        in_part = 0
+        total = 0
+        try:
+            response = self.hot.get_object(Bucket=self.hot_bucket, Key=source.key, IfMatch=f'"{source.etag}"')
+            for chunk in response["Body"].iter_chunks(READ_CHUNK):
+                total += len(chunk)
+                whole.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    take = min(len(view), part_size - in_part)
+                    part.update(view[:take])
+                    in_part += take
+                    view = view[take:]
+                    if in_part == part_size:
+                        part_digests.append(part.digest())
+                        part, in_part = hashlib.sha256(), 0
+        except Exception as exc:
+            raise wrap(f"GET hot object {source.key!r} (hash pass)", exc) from exc
+        if in_part or not part_digests:
+            part_digests.append(part.digest())
+        if total != source.size:
+            raise CopyError(f"hot object {source.key!r}: read {total} bytes, expected {source.size}")
+        return whole.digest(), part_digests
+
+    def _read_range(self, source: SourceObject, start: int, length: int) -> bytes:
+        try:
+            response = self.hot.get_object(
+                Bucket=self.hot_bucket, Key=source.key, IfMatch=f'"{source.etag}"',
+                Range=f"bytes={start}-{start + length - 1}",
+            )
+            data = response["Body"].read()
+        except Exception as exc:
+            raise wrap(f"ranged GET of hot object {source.key!r} bytes {start}+{length}", exc) from exc
+        if len(data) != length:
+            raise CopyError(f"ranged GET of hot object {source.key!r} returned {len(data)} bytes, expected {length}")
+        return data
+
+    # -- cold side --------------------------------------------------------------------------------
+    def _cold_metadata(self, source: SourceObject, sha_hex: str, retention: ResolvedRetention,
+                       part_size: int | None) -> dict[str, str]:
+        metadata = {k: v for k, v in source.metadata.items() if not k.lower().startswith("vault-")}
+        metadata.update({
+            META_SHA256: sha_hex,
+            META_SOURCE_ETAG: source.etag,
+            META_SOURCE_LAST_MODIFIED: source.last_modified.isoformat(),
+            META_DOCUMENT_TYPE: retention.document_type,
+            META_RETENTION_YEARS: str(retention.retention_years),
+            META_RETAIN_UNTIL: retention.retain_until.isoformat(),
+        })
+        if source.version_id:
+            metadata[META_SOURCE_VERSION] = source.version_id
+        if part_size:
+            metadata[META_PART_SIZE] = str(part_size)
+        return metadata
+
+    def _lock_args(self, source: SourceObject, sha_hex: str, retention: ResolvedRetention,
+                   part_size: int | None) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "Bucket": self.cold_bucket,
+            "Key": source.key,
+            "Metadata": self._cold_metadata(source, sha_hex, retention, part_size),
+            "ObjectLockMode": "COMPLIANCE",
+            "ObjectLockRetainUntilDate": retention.retain_until,
+            "StorageClass": self.options.storage_class,
+            "Tagging": urllib.parse.urlencode({
+                TAG_DOCUMENT_TYPE: retention.document_type,
+                TAG_RETENTION_YEARS: str(retention.retention_years),
+            }),
+            "ChecksumAlgorithm": "SHA256",
+        }
+        if source.content_type:
+            args["ContentType"] = source.content_type
+        return args
+
+    def _existing_copy(self, source: SourceObject) -> dict[str, Any] | None:
+        """The latest cold version when it was written from this very source (same ETag), else None."""
+        try:
+            head = head_version(self.cold, self.cold_bucket, source.key)
+        except Exception as exc:
+            raise wrap(f"HEAD cold object {source.key!r}", exc) from exc
+        if head is None:
+            return None
+        meta = head.get("Metadata") or {}
+        if meta.get(META_SOURCE_ETAG) != source.etag or not meta.get(META_SHA256):
+            return None
+        return head
+
+    # -- copy paths -------------------------------------------------------------------------------
+    def _copy_small(self, source: SourceObject, body: bytes) -> ReplicationOutcome:
+        digest = hashlib.sha256(body).digest()
+        sha_hex = digest.hex()
+        retention = self.policy.resolve(source.metadata, source.last_modified)
+        expected = ExpectedChecksum.full(digest)
+        existing = self._existing_copy(source)
+        if existing and existing["Metadata"].get(META_SHA256) == sha_hex and not expected.mismatch(
+                existing.get("ChecksumSHA256")):
+            return self._verified(source, sha_hex, expected, retention, None, existing["VersionId"], adopted=True)
+        args = self._lock_args(source, sha_hex, retention, None)
+        try:
+            response = self.cold.put_object(Body=body, ChecksumSHA256=b64(digest), **args)
+        except Exception as exc:
+            raise wrap(f"PUT cold object {source.key!r}", exc) from exc
+        return self._verified(source, sha_hex, expected, retention, None, response.get("VersionId"))
+
+    def _copy_large(self, source: SourceObject, on_upload: UploadHook) -> ReplicationOutcome:
+        retention = self.policy.resolve(source.metadata, source.last_modified)
+        part_size = self.options.part_size_for(source.size)
+        existing = self._existing_copy(source)
+        existing_part_size = (existing["Metadata"].get(META_PART_SIZE) or "") if existing else ""
+        # An earlier copy of this source may have used another part size: hash with its parts to compare.
+        hash_part_size = int(existing_part_size) if existing_part_size.isdigit() else part_size
+        whole, part_digests = self._hash_pass(source, hash_part_size)
+        sha_hex = whole.hex()
+        expected = ExpectedChecksum.composite(part_digests)
+        if existing and existing["Metadata"].get(META_SHA256) == sha_hex and not expected.mismatch(
+                existing.get("ChecksumSHA256")):
+            return self._verified(source, sha_hex, expected, retention, hash_part_size, existing["VersionId"],
+                                  adopted=True)
+        if hash_part_size != part_size:
+            whole, part_digests = self._hash_pass(source, part_size)
+            expected = ExpectedChecksum.composite(part_digests)
+        args = self._lock_args(source, sha_hex, retention, part_size)
+        try:
+            upload_id = self.cold.create_multipart_upload(**args)["UploadId"]
+        except Exception as exc:
+            raise wrap(f"CreateMultipartUpload for cold object {source.key!r}", exc) from exc
+        on_upload(upload_id)
+        try:
+            parts = self._upload_parts(source, upload_id, part_size, part_digests)
+            response = self.cold.complete_multipart_upload(
+                Bucket=self.cold_bucket, Key=source.key, UploadId=upload_id, MultipartUpload={"Parts": parts},
+            )
+        except BaseException as exc:
+            self._abort_quietly(source.key, upload_id)
+            on_upload(None)
+            if isinstance(exc, CopyError):
+                raise
+            if isinstance(exc, Exception):
+                raise wrap(f"multipart upload of cold object {source.key!r}", exc) from exc
+            raise
+        on_upload(None)
+        return self._verified(source, sha_hex, expected, retention, part_size, response.get("VersionId"))
+
+    def _upload_parts(self, source: SourceObject, upload_id: str, part_size: int,
+                      part_digests: list[bytes]) -> list[dict[str, Any]]:
+        def send(number: int) -> dict[str, Any]:
+            start = (number - 1) * part_size
+            data = self._read_range(source, start, min(part_size, source.size - start))
+            digest = hashlib.sha256(data).digest()
+            if digest != part_digests[number - 1]:
+                raise CopyError(f"hot object {source.key!r} part {number} changed between the hash pass and "
+                                "the upload")
+            try:
+                response = self.cold.upload_part(
+                    Bucket=self.cold_bucket, Key=source.key, UploadId=upload_id, PartNumber=number, Body=data,
+                    ChecksumAlgorithm="SHA256", ChecksumSHA256=b64(digest),
+                )
+            except Exception as exc:
+                raise wrap(f"UploadPart {number} of cold object {source.key!r}", exc) from exc
+            return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": b64(digest)}
+
+        numbers = range(1, len(part_digests) + 1)
+        with ThreadPoolExecutor(max_workers=self.options.part_concurrency,
+                                thread_name_prefix="vault-part") as pool:
+            # map() yields in order and re-raises the first failure; the pool finishes in-flight parts.
+            return list(pool.map(send, numbers))
+
+    def _abort_quietly(self, key: str, upload_id: str) -> None:
+        for attempt in range(3):
+            try:
+                self.abort_upload(key, upload_id)
+                return
+            except CopyError:
+                time.sleep(0.5 * (attempt + 1))
+
+    def _verified(self, source: SourceObject, sha_hex: str, expected: ExpectedChecksum,
+                  retention: ResolvedRetention, part_size: int | None, version_id: str | None,
+                  adopted: bool = False) -> ReplicationOutcome:
+        if not version_id:
+            raise CopyError(f"cold site returned no version id for {source.key!r}: is the bucket versioned?",
+                            retryable=False)
+        verified = verify_copy(self.cold, self.cold_bucket, Expectation(
+            key=source.key, version_id=version_id, size=source.size, sha256_hex=sha_hex, checksum=expected,
+            retain_until=retention.retain_until, storage_class=self.options.storage_class,
+        ))
+        notes = retention.notes + ((f"lock {verified.lock_repaired} after upload",) if verified.lock_repaired else ())
+        return ReplicationOutcome(
+            source_etag=source.etag, source_version_id=source.version_id, file_size=source.size,
+            source_last_modified=source.last_modified, sha256=sha_hex, cold_checksum=verified.checksum,
+            cold_checksum_type=expected.kind, part_size=part_size, document_type=retention.document_type,
+            source_document_type=retention.source_document_type, retention_years=retention.retention_years,
+            retain_until=verified.retain_until, retention_base=retention.base,
+            storage_class=verified.storage_class, cold_version_id=verified.version_id, cold_etag=verified.etag,
+            adopted=adopted, notes=notes,
+        )

@@ -1,0 +1,184 @@
+"""One replication pass over a range of partition days.
+
+Claims rows in small batches (so overlapping runs share the work), copies them on a thread pool,
+retries each object with exponential backoff, and renews the leases of everything it holds from a
+heartbeat thread. One object's failure never stops the others; the report lists every failure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from vault_pipeline.replication.copier import ObjectCopier
+from vault_pipeline.replication.errors import CopyError, describe_s3_error
+from vault_pipeline.replication.tracking import ClaimedRow, ReplicationOutcome, TrackingStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    concurrency: int = 8
+    max_attempts: int = 3
+    retry_base_seconds: float = 5.0
+    lease_seconds: float = 300.0
+    claim_batch: int = 32
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    key: str
+    status: str  # replicated | adopted | failed | superseded | lost
+    size: int
+    attempts: int
+    duration_s: float
+    error: str | None = None
+    document_type: str | None = None
+
+
+@dataclass
+class RunReport:
+    first_day: dt.date
+    last_day: dt.date
+    results: list[ObjectResult] = field(default_factory=list)
+    duration_s: float = 0.0
+    aborted_uploads: int = 0
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    def bytes(self, status: str) -> int:
+        return sum(r.size for r in self.results if r.status == status)
+
+    @property
+    def failures(self) -> list[ObjectResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+
+Progress = Callable[[ObjectResult], None]
+
+
+class LeaseKeeper:
+    """Renews this owner's leases every third of the lease time until stopped."""
+
+    def __init__(self, store: TrackingStore, owner: str, lease_seconds: float) -> None:
+        self.store, self.owner, self.lease_seconds = store, owner, lease_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vault-lease", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 3):
+            try:
+                self.store.renew_leases(self.owner, self.lease_seconds)
+            except Exception:  # a missed renewal is survivable; the next one may succeed
+                log.warning("lease renewal for %s failed", self.owner, exc_info=True)
+
+
+def replicate_days(
+    *,
+    store: TrackingStore,
+    copier: ObjectCopier,
+    source_bucket: str,
+    first_day: dt.date,
+    last_day: dt.date,
+    owner: str,
+    run_id: str | None,
+    settings: EngineSettings,
+    progress: Progress | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RunReport:
+    started = time.monotonic()
+    report = RunReport(first_day=first_day, last_day=last_day)
+    since = store.db_now()
+    lock = threading.Lock()
+
+    def process(row: ClaimedRow) -> ObjectResult:
+        t0 = time.monotonic()
+        if row.cold_upload_id or row.reclaimed:  # its previous worker died, maybe mid-upload
+            try:
+                aborted = int(bool(row.cold_upload_id) and copier.abort_upload(row.object_key, row.cold_upload_id))
+                if row.reclaimed:
+                    aborted += copier.abort_uploads_for_key(row.object_key)
+                with lock:
+                    report.aborted_uploads += aborted
+                store.record_upload_id(row.id, owner, None)
+            except CopyError as exc:
+                log.warning("could not abort stale uploads for %r: %s", row.object_key, exc)
+        error: str | None = None
+        attempt = 0
+        for attempt in range(1, settings.max_attempts + 1):
+            try:
+                outcome = copier.replicate(
+                    row.object_key, listed_size=row.file_size,
+                    on_upload=lambda upload_id: store.record_upload_id(row.id, owner, upload_id),
+                )
+                status = store.mark_replicated(row, owner, outcome, run_id=run_id,
+                                               duration_s=time.monotonic() - t0)
+                return _result(row, outcome, status, attempt, time.monotonic() - t0)
+            except CopyError as exc:
+                error, retryable = str(exc), exc.retryable
+            except Exception as exc:  # DB or programming error: record it, never lose the row silently
+                text, retryable = describe_s3_error(exc)
+                error = f"unexpected error: {text}"
+                log.exception("replication of %r failed unexpectedly", row.object_key)
+            if not retryable or attempt == settings.max_attempts:
+                break
+            sleep(settings.retry_base_seconds * 2 ** (attempt - 1))
+        assert error is not None
+        store.mark_failed(row, owner, error=error, failed_attempts=attempt, run_id=run_id,
+                          source_bucket=source_bucket)
+        return ObjectResult(row.object_key, "failed", row.file_size, attempt, time.monotonic() - t0, error)
+
+    with LeaseKeeper(store, owner, settings.lease_seconds), ThreadPoolExecutor(
+        max_workers=settings.concurrency, thread_name_prefix="vault-copy"
+    ) as pool:
+        in_flight: set[Future[ObjectResult]] = set()
+        exhausted = False
+        try:
+            while True:
+                if not exhausted and len(in_flight) < settings.concurrency * 2:
+                    rows = store.claim(
+                        owner=owner, source_bucket=source_bucket, first_day=first_day, last_day=last_day,
+                        limit=settings.claim_batch, lease_seconds=settings.lease_seconds,
+                        not_attempted_since=since,
+                    )
+                    exhausted = not rows
+                    in_flight.update(pool.submit(process, row) for row in rows)
+                if not in_flight:
+                    break
+                done, in_flight = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()
+                    report.results.append(result)
+                    if progress:
+                        progress(result)
+        finally:
+            for future in in_flight:
+                future.cancel()
+            store.release(owner)  # rows claimed but never started go back to pending at once
+    report.duration_s = time.monotonic() - started
+    return report
+
+
+def _result(row: ClaimedRow, outcome: ReplicationOutcome, status: str, attempts: int,
+            duration: float) -> ObjectResult:
+    if status == "replicated":
+        status = "adopted" if outcome.adopted else "replicated"
+    elif status == "pending":
+        status = "superseded"  # copied fine, but the source changed again meanwhile
+    return ObjectResult(row.object_key, status, outcome.file_size, attempts, duration,
+                        document_type=outcome.document_type)

@@ -1,0 +1,567 @@
+"""Restore drill: prove that sampled cold copies can actually be read back and still hash right.
+
+Verification from HEAD proves a copy was *written* right; only reading the bytes proves it can be
+*recovered*. A Deep Archive object cannot be read until a restore completes (Bulk: up to 48 h), which is
+far longer than any run should last, so the drill is a durable two-phase process recorded in
+`vault_secure.restore_drills` (one row per sampled object version):
+
+* **phase 1** (`RestoreDrill.start`) samples `replicated` rows at random, skipping versions drilled
+  recently, records each one (`requested`), and asks the cold site to restore the exact version
+  (RestoreObject with VersionId and the configured tier). A server that refuses because the object is
+  readable anyway (storage class not archived: `InvalidObjectState`) or because it has no restore at all
+  (SeaweedFS answers `MethodNotAllowed`, others `NotImplemented`) makes the item `not_needed`: it is read
+  directly.
+* **phase 2** (`RestoreDrill.advance`), at every run, looks at every pending item of every drill: HEAD
+  the version; once `x-amz-restore` says `ongoing-request="false"` (or no restore was needed) it streams
+  the object in bounded chunks, recomputes the SHA-256 and compares it with the manifest's value *and*
+  the object's own `vault-sha256` metadata (and the size): `verified` or `mismatch`. An item still
+  restoring stays pending for the next run; past the deadline it becomes `failed` with a message that
+  says so. An item whose restore vanished (no `x-amz-restore`: the request was lost, or the restored copy
+  expired before it was read) gets its restore requested again.
+
+Memory is bounded by `chunk_size x read_concurrency` whatever the object sizes. Only one drill process
+works on a cold bucket at a time (a PostgreSQL session advisory lock, released by the server if the
+process dies), so two overlapping runs never read the same object twice.
+
+Plain Python: no Dagster here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import hashlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+from psycopg.rows import dict_row
+
+from vault_pipeline.replication.errors import describe_s3_error
+from vault_pipeline.replication.tracking import TrackingStore
+from vault_pipeline.replication.verify import META_SHA256, head_version, storage_class_of
+
+log = logging.getLogger(__name__)
+
+Tier = Literal["Bulk", "Standard", "Expedited"]
+TIERS: tuple[str, ...] = ("Bulk", "Standard", "Expedited")
+PENDING_STATES: tuple[str, ...] = ("requested", "restored", "not_needed")
+FINAL_STATES: tuple[str, ...] = ("verified", "mismatch", "failed")
+# Storage classes whose objects must be restored before GetObject (AWS answers InvalidObjectState).
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+# RestoreObject refusals that mean "no restore here, try reading directly".
+NO_RESTORE_CODES = frozenset({"MethodNotAllowed", "NotImplemented", "InvalidObjectState"})
+DRILL_LOCK_CLASS = 0x76726400  # "vrd\0": advisory-lock namespace of the drill (key: hash of the cold bucket)
+MiB = 1024 * 1024
+NOW = object()  # DrillStore.update: set a timestamp column from the database's clock
+UPDATABLE_COLUMNS = frozenset({
+    "restore_required", "restore_status", "restored_at", "bytes_read", "computed_sha256", "metadata_sha256",
+    "read_seconds", "verified_at", "error",
+})
+
+_ONGOING = re.compile(r'ongoing-request\s*=\s*"(true|false)"', re.IGNORECASE)
+_EXPIRY = re.compile(r'expiry-date\s*=\s*"([^"]+)"', re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class DrillSettings:
+    """How a drill samples, restores and reads. Defaults are the production ones."""
+
+    tier: Tier = "Bulk"
+    restore_days: int = 7  # a restored copy must outlive the gap until a run reads it
+    deadline: dt.timedelta = dt.timedelta(hours=72)  # Bulk promises 48 h; past this, the item failed
+    exclude_recent_days: int = 90  # a version drilled within this many days is not sampled again
+    chunk_size: int = MiB
+    read_concurrency: int = 4
+
+    def __post_init__(self) -> None:
+        if self.tier not in TIERS:
+            raise ValueError(f"restore tier must be one of {', '.join(TIERS)}, not {self.tier!r}")
+        if not 1 <= self.restore_days <= 30:
+            raise ValueError("restore_days must be between 1 and 30")
+        if self.chunk_size < 64 * 1024 or self.read_concurrency < 1:
+            raise ValueError("chunk_size must be at least 64 KiB and read_concurrency at least 1")
+
+
+@dataclass(frozen=True)
+class DrillItem:
+    """One sampled object version, as recorded in vault_secure.restore_drills."""
+
+    id: int
+    drill_id: str
+    object_key: str
+    cold_version_id: str
+    expected_sha256: str
+    expected_size: int
+    tier: str
+    restore_days: int
+    requested_at: dt.datetime
+    state: str
+    restore_required: bool | None
+    restore_status: str | None
+    overdue: bool = False  # pending for longer than the deadline when it was fetched
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """What one step did to one item: its state afterwards and why."""
+
+    item_id: int
+    drill_id: str
+    key: str
+    version_id: str
+    state: str
+    detail: str
+    restore_required: bool | None = None
+    bytes_read: int = 0
+    read_seconds: float = 0.0
+    computed_sha256: str | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+@dataclass
+class StepReport:
+    """Outcome of phase 1 (sampling and restore requests) or of one phase-2 pass."""
+
+    drill_id: str | None = None
+    outcomes: list[ItemOutcome] = field(default_factory=list)
+    duration_s: float = 0.0
+    read_wall_seconds: float = 0.0  # wall time spent reading (reads run concurrently)
+
+    def count(self, state: str) -> int:
+        return sum(1 for o in self.outcomes if o.state == state)
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(o.bytes_read for o in self.outcomes)
+
+    @property
+    def pending(self) -> list[ItemOutcome]:
+        return [o for o in self.outcomes if not o.final]
+
+
+@dataclass(frozen=True)
+class RestoreHeader:
+    """The x-amz-restore header: None when absent (no restore requested, or its copy expired)."""
+
+    ongoing: bool
+    expiry: dt.datetime | None
+    raw: str
+
+    @classmethod
+    def parse(cls, value: str | None) -> RestoreHeader | None:
+        if not value:
+            return None
+        ongoing = _ONGOING.search(value)
+        if ongoing is None:
+            return None
+        expiry = None
+        match = _EXPIRY.search(value)
+        if match:
+            try:
+                expiry = email.utils.parsedate_to_datetime(match.group(1))
+            except (TypeError, ValueError):
+                expiry = None
+        return cls(ongoing=ongoing.group(1).lower() == "true", expiry=expiry, raw=value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data access
+
+
+class DrillStore:
+    """vault_secure.restore_drills over the tracking database's pool (schema from 004_restore_drills.sql)."""
+
+    def __init__(self, store: TrackingStore) -> None:
+        self.store = store
+        self.pool = store.pool
+
+    @contextmanager
+    def exclusive(self, cold_bucket: str) -> Iterator[bool]:
+        """Hold the drill lock of `cold_bucket` for the block; yields False when another process has it.
+
+        A session-level advisory lock on a dedicated connection: it is released when the block ends or,
+        if the process dies, when PostgreSQL sees the connection close. No lease to expire or clean up.
+        """
+        with self.pool.connection() as conn:
+            acquired = bool(conn.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (DRILL_LOCK_CLASS, cold_bucket)).fetchone()[0])
+            conn.commit()
+            try:
+                yield acquired
+            finally:
+                if acquired:
+                    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (DRILL_LOCK_CLASS, cold_bucket))
+                    conn.commit()
+
+    def sample(
+        self, *, drill_id: str, run_id: str | None, source_bucket: str, cold_bucket: str, size: int,
+        settings: DrillSettings,
+    ) -> list[DrillItem]:
+        """Pick up to `size` replicated rows at random and record them as drill items, in one transaction.
+
+        Skipped: versions drilled within `exclude_recent_days` and versions with an item still pending.
+        On a large manifest (more than a million rows by the planner's estimate) a block sample
+        (TABLESAMPLE SYSTEM) of a few thousand rows is drawn first instead of sorting the whole table by
+        random(): 2 M rows take ~0.8 s to sort, the block sample ~10 ms. Blocks hold rows inserted
+        together, so the sample is less uniform within a block; it falls back to the full sort when the
+        block sample is too small.
+        """
+        if size <= 0:
+            return []
+        params = {"drill": drill_id, "run": run_id, "src": source_bucket, "dst": cold_bucket, "n": size,
+                  "tier": settings.tier, "days": settings.restore_days,
+                  "recent": settings.exclude_recent_days}
+        with self.pool.connection() as conn, conn.transaction():
+            estimate = float(conn.execute(
+                "SELECT reltuples FROM pg_class WHERE oid = 'vault_secure.replication_status'::regclass"
+            ).fetchone()[0])
+            rows: list[dict[str, Any]] = []
+            if estimate > 1_000_000:
+                percent = min(100.0, 100.0 * max(5000, 100 * size) / estimate)
+                rows = self._insert_sample(conn, params, f"TABLESAMPLE SYSTEM ({percent:.6f})")
+                if len(rows) < size:  # unlucky blocks or a heavily excluded table: sort everything
+                    conn.execute("DELETE FROM vault_secure.restore_drills WHERE drill_id = %s", (drill_id,))
+                    rows = []
+            if not rows:
+                rows = self._insert_sample(conn, params, "")
+        return [_item(r) for r in rows]
+
+    @staticmethod
+    def _insert_sample(conn: Any, params: dict[str, Any], tablesample: str) -> list[dict[str, Any]]:
+        return conn.cursor(row_factory=dict_row).execute(
+            f"""
+            INSERT INTO vault_secure.restore_drills
+                (drill_id, run_id, source_bucket, cold_bucket, object_key, cold_version_id, expected_sha256,
+                 expected_size, tier, restore_days, state)
+            SELECT %(drill)s, %(run)s, r.source_bucket, r.destination_bucket, r.object_key, r.cold_version_id,
+                   r.sha256, r.file_size, %(tier)s, %(days)s, 'requested'
+            FROM vault_secure.replication_status r {tablesample}
+            WHERE r.source_bucket = %(src)s AND r.destination_bucket = %(dst)s AND r.status = 'replicated'
+              AND r.cold_version_id IS NOT NULL AND r.sha256 IS NOT NULL
+              AND NOT EXISTS (
+                  SELECT 1 FROM vault_secure.restore_drills d
+                  WHERE d.cold_bucket = r.destination_bucket AND d.object_key = r.object_key
+                    AND d.cold_version_id = r.cold_version_id
+                    AND (d.requested_at > now() - make_interval(days => %(recent)s)
+                         OR d.state IN ('requested', 'restored', 'not_needed')))
+            ORDER BY random()
+            LIMIT %(n)s
+            RETURNING *, false AS overdue
+            """,
+            params,
+        ).fetchall()
+
+    def pending(self, cold_bucket: str, deadline: dt.timedelta) -> list[DrillItem]:
+        """Every item of every drill on this bucket whose bytes are still to be read, oldest first."""
+        with self.pool.connection() as conn:
+            rows = conn.cursor(row_factory=dict_row).execute(
+                "SELECT *, requested_at < now() - %s AS overdue FROM vault_secure.restore_drills"
+                " WHERE cold_bucket = %s AND state IN ('requested', 'restored', 'not_needed')"
+                " ORDER BY requested_at, id",
+                (deadline, cold_bucket),
+            ).fetchall()
+        return [_item(r) for r in rows]
+
+    def pending_count(self, cold_bucket: str) -> int:
+        """Items whose bytes are still to be read (cheap: partial index)."""
+        with self.pool.connection() as conn:
+            return int(conn.execute(
+                "SELECT count(*) FROM vault_secure.restore_drills"
+                " WHERE cold_bucket = %s AND state IN ('requested', 'restored', 'not_needed')",
+                (cold_bucket,),
+            ).fetchone()[0])
+
+    def update(self, item_id: int, state: str, *, run_id: str | None = None, checked: bool = True,
+               **columns: Any) -> bool:
+        """Move a pending item to `state`, setting `columns` (NOW: the database's clock, kept if already
+        set). A final item is never changed again: the WHERE clause only matches pending items."""
+        unknown = set(columns) - UPDATABLE_COLUMNS
+        if unknown:
+            raise ValueError(f"unknown restore_drills columns: {sorted(unknown)}")
+        sets = ["state = %(state)s", "updated_at = now()"]
+        params: dict[str, Any] = {"state": state, "run": run_id, "id": item_id}
+        for name, value in columns.items():
+            if value is NOW:
+                sets.append(f"{name} = COALESCE({name}, now())")
+            else:
+                sets.append(f"{name} = %({name})s")
+                params[name] = value
+        if checked:
+            sets += ["checks = checks + 1", "last_checked_at = now()"]
+        if state in FINAL_STATES:
+            sets += ["finished_at = now()", "finished_run_id = %(run)s"]
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.execute(
+                f"UPDATE vault_secure.restore_drills SET {', '.join(sets)}"
+                " WHERE id = %(id)s AND state IN ('requested', 'restored', 'not_needed')",
+                params,
+            )
+            return cur.rowcount == 1
+
+    def items(self, drill_id: str | None = None, cold_bucket: str | None = None) -> list[dict[str, Any]]:
+        """Full rows, for reports and tests."""
+        where, params = [], []
+        if drill_id is not None:
+            where.append("drill_id = %s")
+            params.append(drill_id)
+        if cold_bucket is not None:
+            where.append("cold_bucket = %s")
+            params.append(cold_bucket)
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        with self.pool.connection() as conn:
+            return conn.cursor(row_factory=dict_row).execute(
+                f"SELECT * FROM vault_secure.restore_drills {clause} ORDER BY requested_at, id", params,
+            ).fetchall()
+
+
+def _item(row: dict[str, Any]) -> DrillItem:
+    return DrillItem(
+        id=row["id"], drill_id=str(row["drill_id"]), object_key=row["object_key"],
+        cold_version_id=row["cold_version_id"], expected_sha256=row["expected_sha256"].strip(),
+        expected_size=int(row["expected_size"]), tier=row["tier"], restore_days=int(row["restore_days"]),
+        requested_at=row["requested_at"], state=row["state"], restore_required=row["restore_required"],
+        restore_status=row["restore_status"], overdue=bool(row.get("overdue")),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The drill
+
+
+def _code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+class RestoreDrill:
+    """Both phases over one cold bucket. Thread-safe for reads: boto3 clients and the pool are."""
+
+    def __init__(self, *, store: TrackingStore, cold: Any, cold_bucket: str, source_bucket: str,
+                 settings: DrillSettings | None = None) -> None:
+        self.db = DrillStore(store)
+        self.cold = cold
+        self.cold_bucket = cold_bucket
+        self.source_bucket = source_bucket
+        self.settings = settings or DrillSettings()
+
+    def exclusive(self) -> Any:
+        return self.db.exclusive(self.cold_bucket)
+
+    # -- phase 1 ------------------------------------------------------------------------------
+    def start(self, sample_size: int, *, run_id: str | None = None, drill_id: str | None = None) -> StepReport:
+        """Sample and request restores. Returns one outcome per sampled item (none when nothing to drill)."""
+        started = time.monotonic()
+        drill_id = drill_id or str(uuid.uuid4())
+        items = self.db.sample(drill_id=drill_id, run_id=run_id, source_bucket=self.source_bucket,
+                               cold_bucket=self.cold_bucket, size=sample_size, settings=self.settings)
+        report = StepReport(drill_id=drill_id if items else None)
+        for item in items:
+            outcome = self._request(item, run_id)
+            report.outcomes.append(outcome)
+        report.duration_s = time.monotonic() - started
+        return report
+
+    def _request(self, item: DrillItem, run_id: str | None) -> ItemOutcome:
+        """Ask for a restore of the exact version unless it is readable already; record what happened."""
+        where = f"cold object {item.object_key!r} version {item.cold_version_id}"
+        try:
+            head = head_version(self.cold, self.cold_bucket, item.object_key, item.cold_version_id)
+        except Exception as exc:
+            return self._record(item, "requested", run_id, checked=False,
+                                detail=f"HEAD failed, will retry: {describe_s3_error(exc)[0]}")
+        if head is None:
+            return self._record(item, "failed", run_id, error=f"{where} not found on the cold site "
+                                "(a locked version must not disappear)")
+        storage_class = storage_class_of(head)
+        header = RestoreHeader.parse(head.get("Restore"))
+        if storage_class not in ARCHIVE_CLASSES:
+            return self._record(item, "not_needed", run_id, restore_required=False, checked=False,
+                                detail=f"storage class {storage_class} is readable without a restore")
+        if header is not None:  # a restore of this version exists already (an earlier drill, an operator)
+            state = "requested" if header.ongoing else "restored"
+            return self._record(item, state, run_id, restore_required=True, checked=False,
+                                restored_at=True if state == "restored" else None, detail=header.raw)
+        return self._send_restore(item, run_id, where)
+
+    def _send_restore(self, item: DrillItem, run_id: str | None, where: str, *, again: bool = False) -> ItemOutcome:
+        prefix = "restore requested again" if again else "restore requested"
+        try:
+            response = self.cold.restore_object(
+                Bucket=self.cold_bucket, Key=item.object_key, VersionId=item.cold_version_id,
+                RestoreRequest={"Days": item.restore_days, "GlacierJobParameters": {"Tier": item.tier}},
+            )
+        except ClientError as exc:
+            code = _code(exc)
+            text, retryable = describe_s3_error(exc)
+            if code == "RestoreAlreadyInProgress":
+                return self._record(item, "requested", run_id, restore_required=True, checked=again,
+                                    detail=f"{prefix}: a restore is already in progress")
+            if code in NO_RESTORE_CODES:
+                # SeaweedFS: MethodNotAllowed (no restore at all); AWS/moto: InvalidObjectState for a class
+                # that needs none. Either way the only test left is to read the bytes.
+                return self._record(item, "not_needed", run_id, restore_required=False, checked=again,
+                                    detail=f"the cold site refused RestoreObject ({text}); reading directly")
+            if retryable:
+                return self._record(item, "requested", run_id, checked=again,
+                                    detail=f"{prefix} failed, will retry: {text}")
+            return self._record(item, "failed", run_id, error=f"RestoreObject on {where} failed: {text}")
+        except Exception as exc:  # connection errors: the next pass asks again (no x-amz-restore yet)
+            return self._record(item, "requested", run_id, checked=again,
+                                detail=f"{prefix} failed, will retry: {describe_s3_error(exc)[0]}")
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        detail = f"{prefix}: tier {item.tier}, {item.restore_days} day(s) [HTTP {status}]"
+        if status == 200:
+            detail += " (the server says a restored copy exists already)"
+        return self._record(item, "requested", run_id, restore_required=True, checked=again, detail=detail)
+
+    # -- phase 2 ------------------------------------------------------------------------------
+    def advance(self, *, run_id: str | None = None,
+                progress: Callable[[ItemOutcome], None] | None = None) -> StepReport:
+        """One pass over every pending item: read what is readable, keep what is still restoring."""
+        started = time.monotonic()
+        report = StepReport()
+        items = self.db.pending(self.cold_bucket, self.settings.deadline)
+        to_read: list[tuple[DrillItem, dict[str, Any]]] = []
+        for item in items:
+            decision = self._check(item, run_id)
+            if isinstance(decision, ItemOutcome):
+                report.outcomes.append(decision)
+                if progress:
+                    progress(decision)
+            else:
+                to_read.append((item, decision))
+        if to_read:
+            read_started = time.monotonic()
+            with ThreadPoolExecutor(max_workers=min(self.settings.read_concurrency, len(to_read)),
+                                    thread_name_prefix="drill-read") as pool:
+                for outcome in pool.map(lambda pair: self._read(pair[0], pair[1], run_id), to_read):
+                    report.outcomes.append(outcome)
+                    if progress:
+                        progress(outcome)
+            report.read_wall_seconds = time.monotonic() - read_started
+        report.duration_s = time.monotonic() - started
+        return report
+
+    def _check(self, item: DrillItem, run_id: str | None) -> ItemOutcome | dict[str, Any]:
+        """HEAD the version and decide: an outcome (still pending, failed) or the HEAD to read with."""
+        where = f"cold object {item.object_key!r} version {item.cold_version_id}"
+        late = (f"pending since {item.requested_at:%Y-%m-%d %H:%M} UTC, longer than the "
+                f"{self.settings.deadline.total_seconds() / 3600:g} h deadline")
+        try:
+            head = head_version(self.cold, self.cold_bucket, item.object_key, item.cold_version_id)
+        except Exception as exc:
+            text, retryable = describe_s3_error(exc)
+            if retryable and not item.overdue:
+                return self._record(item, item.state, run_id, detail=f"HEAD failed, will retry: {text}")
+            return self._record(item, "failed", run_id, error=f"HEAD {where} failed: {text}"
+                                + (f"; {late}" if item.overdue else ""))
+        if head is None:
+            return self._record(item, "failed", run_id,
+                                error=f"{where} not found on the cold site (a locked version must not disappear)")
+        if item.state == "not_needed" or storage_class_of(head) not in ARCHIVE_CLASSES:
+            return head
+        header = RestoreHeader.parse(head.get("Restore"))
+        if header is not None and not header.ongoing:
+            if item.state != "restored":
+                self.db.update(item.id, "restored", restore_required=True, restored_at=NOW,
+                               restore_status=header.raw, checked=False)
+            return head
+        if header is not None:  # still restoring
+            if item.overdue:
+                return self._record(item, "failed", run_id,
+                                    error=f"restore of {where} (tier {item.tier}) still in progress: {late}")
+            return self._record(item, "requested", run_id, detail=header.raw)
+        # No x-amz-restore on an archived object: the request was lost, or the restored copy expired
+        # before a run read it. Ask again (the deadline still counts from the first request).
+        if item.overdue:
+            return self._record(item, "failed", run_id,
+                                error=f"no restore of {where} in progress or completed: {late}")
+        return self._send_restore(item, run_id, where, again=True)
+
+    def _read(self, item: DrillItem, head: dict[str, Any], run_id: str | None) -> ItemOutcome:
+        """Stream the version, re-hash it and compare with the manifest and the object's own metadata."""
+        where = f"cold object {item.object_key!r} version {item.cold_version_id}"
+        metadata_sha = (head.get("Metadata") or {}).get(META_SHA256)
+        digest = hashlib.sha256()
+        size = 0
+        started = time.monotonic()
+        try:
+            response = self.cold.get_object(Bucket=self.cold_bucket, Key=item.object_key,
+                                            VersionId=item.cold_version_id)
+            body = response["Body"]
+            try:
+                for chunk in body.iter_chunks(self.settings.chunk_size):
+                    digest.update(chunk)
+                    size += len(chunk)
+            finally:
+                body.close()
+        except Exception as exc:
+            text, retryable = describe_s3_error(exc)
+            if _code(exc) == "InvalidObjectState":
+                if item.state == "not_needed":
+                    return self._record(item, "failed", run_id, error=(
+                        f"{where}: the cold site refuses both RestoreObject and GetObject ({text})"))
+                if not item.overdue:  # the restored copy expired between HEAD and GET
+                    return self._send_restore(item, run_id, where, again=True)
+            if retryable and not item.overdue:
+                return self._record(item, item.state, run_id, detail=f"GET failed, will retry: {text}")
+            return self._record(item, "failed", run_id, error=f"GET {where} failed: {text}")
+        seconds = time.monotonic() - started
+        computed = digest.hexdigest()
+        problems = []
+        if computed != item.expected_sha256:
+            problems.append(f"SHA-256 of the bytes read {computed} != manifest {item.expected_sha256}")
+        if metadata_sha != computed:
+            problems.append(f"SHA-256 of the bytes read {computed} != {META_SHA256} metadata {metadata_sha!r}")
+        if size != item.expected_size:
+            problems.append(f"read {size} bytes, manifest says {item.expected_size}")
+        state = "mismatch" if problems else "verified"
+        error = f"{where}: " + "; ".join(problems) if problems else None
+        return self._record(item, state, run_id, error=error, bytes_read=size, read_seconds=seconds,
+                            computed_sha256=computed, metadata_sha256=metadata_sha, verified_at=True)
+
+    # -- recording ------------------------------------------------------------------------------
+    def _record(self, item: DrillItem, state: str, run_id: str | None, *, detail: str | None = None,
+                error: str | None = None, restore_required: bool | None = None, checked: bool = True,
+                restored_at: bool | None = None, bytes_read: int = 0, read_seconds: float = 0.0,
+                computed_sha256: str | None = None, metadata_sha256: str | None = None,
+                verified_at: bool | None = None) -> ItemOutcome:
+        columns: dict[str, Any] = {}
+        if detail is not None:
+            columns["restore_status"] = detail[:2000]
+        if error is not None:
+            columns["error"] = error[:4000]
+        elif state in PENDING_STATES and detail is not None and "will retry" in detail:
+            columns["error"] = detail[:4000]
+        if restore_required is not None:
+            columns["restore_required"] = restore_required
+        if restored_at:
+            columns["restored_at"] = NOW
+        if computed_sha256 is not None:
+            columns.update(bytes_read=bytes_read, read_seconds=round(read_seconds, 6),
+                           computed_sha256=computed_sha256, metadata_sha256=metadata_sha256)
+        if verified_at:
+            columns["verified_at"] = NOW
+        if state == "verified":
+            columns["error"] = None  # a transient error of an earlier pass is no longer the story
+        self.db.update(item.id, state, run_id=run_id, checked=checked, **columns)
+        if state in ("mismatch", "failed"):
+            log.warning("restore drill %s: %s", state, error)
+        return ItemOutcome(
+            item_id=item.id, drill_id=item.drill_id, key=item.object_key, version_id=item.cold_version_id,
+            state=state, detail=error or detail or "",
+            restore_required=restore_required if restore_required is not None else item.restore_required,
+            bytes_read=bytes_read, read_seconds=read_seconds, computed_sha256=computed_sha256,
+        )

@@ -1,0 +1,61 @@
+"""boto3 clients for the two sites, tuned once here.
+
+Some S3-compatible providers broke on boto3's default flexible checksums (2025), so the two checksum
+switches are per-site settings. Connection pools must be at least as large as the number of concurrent
+requests or urllib3 discards connections and every request pays a new TCP handshake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import boto3
+from botocore.config import Config
+
+ChecksumWhen = Literal["when_supported", "when_required"]
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    name: str  # "hot" or "cold", used in messages
+    endpoint_url: str | None
+    region: str
+    access_key_id: str
+    secret_access_key: str
+    bucket: str
+    addressing_style: Literal["path", "virtual", "auto"] = "path"
+    request_checksum_calculation: ChecksumWhen = "when_supported"
+    response_checksum_validation: ChecksumWhen = "when_supported"
+    max_pool_connections: int = 64
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    max_attempts: int = 4  # botocore "standard" retries: throttling, 5xx, connection errors
+
+    def __repr__(self) -> str:  # never print a secret
+        return f"SiteConfig(name={self.name!r}, endpoint_url={self.endpoint_url!r}, bucket={self.bucket!r})"
+
+    def describe(self) -> str:
+        return f"{self.name} site {self.endpoint_url or 'AWS'} bucket {self.bucket}"
+
+
+def make_client(site: SiteConfig) -> Any:
+    config = Config(
+        region_name=site.region,
+        s3={"addressing_style": site.addressing_style},
+        request_checksum_calculation=site.request_checksum_calculation,
+        response_checksum_validation=site.response_checksum_validation,
+        max_pool_connections=site.max_pool_connections,
+        connect_timeout=site.connect_timeout,
+        read_timeout=site.read_timeout,
+        retries={"mode": "standard", "max_attempts": site.max_attempts},
+        tcp_keepalive=True,
+    )
+    session = boto3.session.Session()
+    return session.client(
+        "s3",
+        endpoint_url=site.endpoint_url or None,
+        aws_access_key_id=site.access_key_id,
+        aws_secret_access_key=site.secret_access_key,
+        config=config,
+    )

@@ -1,0 +1,490 @@
+"""PostgreSQL manifest: vault_secure.replication_status and audit_logs.
+
+Rows move pending -> in_progress -> replicated | failed. A worker claims rows with
+SELECT ... FOR UPDATE SKIP LOCKED and holds them with a lease it keeps renewing; a row whose lease
+expired (its worker died) is claimable again. Writes of a finished copy check the lease so that a worker
+that lost its row never overwrites the new owner's work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from vault_pipeline.replication.inventory import ListedObject
+
+MIGRATION_LOCK_ID = 0x7661756C74  # "vault": advisory lock serialising concurrent migrators
+
+
+class TrackingDatabaseError(RuntimeError):
+    """The tracking database cannot be used; the message never contains a password."""
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages and logs."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparsable DSN>"
+    parts.pop("password", None)
+    return " ".join(f"{k}={v}" for k, v in parts.items())
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    id: int
+    object_key: str
+    source_etag: str
+    file_size: int
+    source_last_modified: dt.datetime
+    partition_day: dt.date
+    retry_count: int
+    cold_upload_id: str | None
+    cold_version_id: str | None
+    reclaimed: bool = False  # its previous worker died holding it (lease expired)
+
+
+@dataclass(frozen=True)
+class ReplicationOutcome:
+    """Everything a verified cold copy tells the manifest."""
+
+    source_etag: str
+    source_version_id: str | None
+    file_size: int
+    source_last_modified: dt.datetime
+    sha256: str
+    cold_checksum: str
+    cold_checksum_type: str
+    part_size: int | None
+    document_type: str
+    source_document_type: str | None
+    retention_years: int
+    retain_until: dt.datetime
+    retention_base: str
+    storage_class: str
+    cold_version_id: str
+    cold_etag: str
+    adopted: bool = False  # an existing verified cold version was recognised instead of copied again
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    new: int
+    changed: int
+    days: dict[dt.date, int]  # partition day -> rows that became pending
+
+
+class TrackingStore:
+    """Thin data-access layer; one instance per process, thread-safe through its pool."""
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 16, connect_timeout: float = 15) -> None:
+        self.dsn = dsn
+        self.pool = ConnectionPool(
+            dsn, min_size=min_size, max_size=max_size, open=True, kwargs={"autocommit": False},
+            name="vault-tracking",
+        )
+        try:
+            self.pool.wait(timeout=connect_timeout)
+        except PoolTimeout:
+            self.pool.close()
+            raise TrackingDatabaseError(
+                f"tracking database {redact_dsn(dsn)} unreachable after {connect_timeout:.0f}s "
+                "(check VAULT_DATABASE_URL and that the server runs)") from None
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> TrackingStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema -------------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        """Apply the packaged SQL migrations not yet applied; safe to call from many processes."""
+        applied_now: list[str] = []
+        scripts = sorted(
+            (p for p in resources.files("vault_pipeline").joinpath("sql").iterdir() if p.name.endswith(".sql")),
+            key=lambda p: p.name,
+        )
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+            conn.execute("CREATE SCHEMA IF NOT EXISTS vault_secure")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS vault_secure.schema_migrations ("
+                " version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM vault_secure.schema_migrations")}
+            for script in scripts:
+                if script.name in done:
+                    continue
+                conn.execute(script.read_text("utf-8"))
+                conn.execute("INSERT INTO vault_secure.schema_migrations (version) VALUES (%s)", (script.name,))
+                applied_now.append(script.name)
+        return applied_now
+
+    # -- discovery ----------------------------------------------------------------------------
+    def register(
+        self, objects: Iterable[ListedObject], *, source_bucket: str, destination_bucket: str
+    ) -> RegisterResult:
+        """Bulk diff of listed objects against the manifest: new keys and changed ETags become pending.
+
+        COPY into a temporary table, then one INSERT ... ON CONFLICT: one round trip per page, whatever
+        its size. A changed source of a row being copied keeps its in_progress status; the worker sees
+        the new ETag when it records its result and leaves the row pending for the new content.
+        """
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS listed_objects ("
+                " object_key TEXT, source_etag TEXT, file_size BIGINT, source_last_modified TIMESTAMPTZ,"
+                " partition_day DATE) ON COMMIT DELETE ROWS"
+            )
+            with conn.cursor().copy(
+                "COPY listed_objects (object_key, source_etag, file_size, source_last_modified, partition_day)"
+                " FROM STDIN"
+            ) as copy:
+                for obj in objects:
+                    copy.write_row((obj.key, obj.etag, obj.size, obj.last_modified, obj.partition_day))
+            rows = conn.execute(
+                """
+                INSERT INTO vault_secure.replication_status AS r
+                    (object_key, source_bucket, destination_bucket, source_etag, file_size,
+                     source_last_modified, partition_day, status)
+                SELECT DISTINCT ON (object_key) object_key, %(src)s, %(dst)s, source_etag, file_size,
+                       source_last_modified, partition_day, 'pending'
+                FROM listed_objects ORDER BY object_key
+                ON CONFLICT (source_bucket, object_key) DO UPDATE SET
+                    source_etag = EXCLUDED.source_etag,
+                    file_size = EXCLUDED.file_size,
+                    source_last_modified = EXCLUDED.source_last_modified,
+                    partition_day = EXCLUDED.partition_day,
+                    status = CASE WHEN r.status = 'in_progress' THEN r.status ELSE 'pending' END,
+                    retry_count = 0,
+                    error_message = NULL,
+                    hot_deleted_at = NULL,
+                    updated_at = now()
+                WHERE r.source_etag IS DISTINCT FROM EXCLUDED.source_etag
+                RETURNING partition_day, (xmax = 0) AS inserted
+                """,
+                {"src": source_bucket, "dst": destination_bucket},
+            ).fetchall()
+        days: dict[dt.date, int] = {}
+        new = 0
+        for day, inserted in rows:
+            days[day] = days.get(day, 0) + 1
+            new += bool(inserted)
+        return RegisterResult(new=new, changed=len(rows) - new, days=days)
+
+    # -- claiming -----------------------------------------------------------------------------
+    def db_now(self) -> dt.datetime:
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT now()").fetchone()[0]
+
+    def claim(
+        self,
+        *,
+        owner: str,
+        source_bucket: str,
+        first_day: dt.date,
+        last_day: dt.date,
+        limit: int,
+        lease_seconds: float,
+        not_attempted_since: dt.datetime,
+    ) -> list[ClaimedRow]:
+        """Claim up to `limit` rows of the day range that need work and were not tried since the given
+        time (so a run never re-claims what it just failed)."""
+        with self.pool.connection() as conn, conn.transaction():
+            rows = conn.execute(
+                """
+                WITH candidates AS (
+                    SELECT id, status AS previous_status FROM vault_secure.replication_status
+                    WHERE source_bucket = %(src)s AND partition_day BETWEEN %(d0)s AND %(d1)s
+                      AND (status IN ('pending', 'failed')
+                           OR (status = 'in_progress' AND lease_expires_at < now()))
+                      AND (last_attempt_at IS NULL OR last_attempt_at < %(since)s)
+                    ORDER BY partition_day, id
+                    LIMIT %(limit)s
+                    FOR UPDATE SKIP LOCKED
+                )
+                UPDATE vault_secure.replication_status r SET
+                    status = 'in_progress', lease_owner = %(owner)s,
+                    lease_expires_at = now() + make_interval(secs => %(lease)s),
+                    last_attempt_at = clock_timestamp(), updated_at = now()
+                FROM candidates c
+                WHERE r.id = c.id
+                RETURNING r.id, r.object_key, r.source_etag, r.file_size, r.source_last_modified,
+                          r.partition_day, r.retry_count, r.cold_upload_id, r.cold_version_id,
+                          c.previous_status = 'in_progress'
+                """,
+                {"owner": owner, "lease": lease_seconds, "src": source_bucket, "d0": first_day,
+                 "d1": last_day, "limit": limit, "since": not_attempted_since},
+            ).fetchall()
+        return [ClaimedRow(*row) for row in rows]
+
+    def renew_leases(self, owner: str, lease_seconds: float) -> int:
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.execute(
+                "UPDATE vault_secure.replication_status SET lease_expires_at = now() + make_interval(secs => %s)"
+                " WHERE lease_owner = %s AND status = 'in_progress'",
+                (lease_seconds, owner),
+            )
+            return cur.rowcount
+
+    def release(self, owner: str) -> int:
+        """Give back rows still held (a run stopping early) so the next run need not wait for the lease."""
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.execute(
+                "UPDATE vault_secure.replication_status SET status = 'pending', lease_owner = NULL,"
+                " lease_expires_at = NULL, updated_at = now()"
+                " WHERE lease_owner = %s AND status = 'in_progress'",
+                (owner,),
+            )
+            return cur.rowcount
+
+    def record_upload_id(self, row_id: int, owner: str, upload_id: str | None) -> None:
+        """Remember an open multipart upload before sending parts, so a crash can be cleaned up."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(
+                "UPDATE vault_secure.replication_status SET cold_upload_id = %s, updated_at = now()"
+                " WHERE id = %s AND lease_owner = %s",
+                (upload_id, row_id, owner),
+            )
+
+    # -- results ------------------------------------------------------------------------------
+    def mark_replicated(
+        self, row: ClaimedRow, owner: str, outcome: ReplicationOutcome, *, run_id: str | None,
+        duration_s: float,
+    ) -> str:
+        """Record a verified copy. Returns the new status ('replicated', or 'pending' when the source
+        changed again while it was being copied, or 'lost' when another worker holds the row now)."""
+        with self.pool.connection() as conn, conn.transaction():
+            current = conn.execute(
+                "SELECT lease_owner, status, source_etag, cold_version_id, previous_cold_version_ids, source_bucket"
+                " FROM vault_secure.replication_status WHERE id = %s FOR UPDATE",
+                (row.id,),
+            ).fetchone()
+            if current is None or current[0] != owner or current[1] != "in_progress":
+                return "lost"
+            _, _, listed_etag, old_version, previous, source_bucket = current
+            previous = list(previous or [])
+            if old_version and old_version != outcome.cold_version_id and old_version not in previous:
+                previous.append(old_version)
+            # The listing may have seen newer content while we copied: keep the row pending for it.
+            source_moved = listed_etag not in (row.source_etag, outcome.source_etag)
+            status = "pending" if source_moved else "replicated"
+            conn.execute(
+                """
+                UPDATE vault_secure.replication_status SET
+                    status = %(status)s, source_etag = CASE WHEN %(moved)s THEN source_etag ELSE %(etag)s END,
+                    source_version_id = %(sver)s, file_size = CASE WHEN %(moved)s THEN file_size ELSE %(size)s END,
+                    source_last_modified = CASE WHEN %(moved)s THEN source_last_modified ELSE %(lm)s END,
+                    partition_day = CASE WHEN %(moved)s THEN partition_day ELSE %(day)s END,
+                    sha256 = %(sha)s, cold_checksum = %(ck)s, cold_checksum_type = %(ckt)s, part_size = %(ps)s,
+                    document_type = %(dt)s, source_document_type = %(sdt)s, retention_years = %(years)s,
+                    retain_until = %(until)s, retention_base = %(base)s, storage_class = %(sc)s,
+                    cold_version_id = %(ver)s, cold_etag = %(cetag)s, cold_upload_id = NULL,
+                    previous_cold_version_ids = %(prev)s,
+                    replication_count = replication_count + CASE WHEN %(adopted)s THEN 0 ELSE 1 END,
+                    error_message = NULL, replicated_at = now(), verified_at = now(),
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+                WHERE id = %(id)s
+                """,
+                {"status": status, "moved": source_moved, "etag": outcome.source_etag,
+                 "sver": outcome.source_version_id, "size": outcome.file_size,
+                 "lm": outcome.source_last_modified,
+                 "day": outcome.source_last_modified.astimezone(dt.UTC).date(), "sha": outcome.sha256,
+                 "ck": outcome.cold_checksum, "ckt": outcome.cold_checksum_type, "ps": outcome.part_size,
+                 "dt": outcome.document_type, "sdt": outcome.source_document_type,
+                 "years": outcome.retention_years, "until": outcome.retain_until, "base": outcome.retention_base,
+                 "sc": outcome.storage_class, "ver": outcome.cold_version_id, "cetag": outcome.cold_etag,
+                 "prev": previous, "adopted": outcome.adopted, "id": row.id},
+            )
+            details = {k: _jsonable(v) for k, v in asdict(outcome).items()}
+            details["duration_s"] = round(duration_s, 3)
+            details["status_after"] = status
+            self._audit(conn, "REPLICATION_SUCCESS", row.object_key, run_id, details, bucket=source_bucket)
+        return status
+
+    def mark_failed(
+        self, row: ClaimedRow, owner: str, *, error: str, failed_attempts: int, run_id: str | None,
+        source_bucket: str,
+    ) -> bool:
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.execute(
+                """
+                UPDATE vault_secure.replication_status SET
+                    status = 'failed', error_message = %s, retry_count = retry_count + %s,
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+                WHERE id = %s AND lease_owner = %s AND status = 'in_progress'
+                """,
+                (error[:4000], failed_attempts, row.id, owner),
+            )
+            self._audit(conn, "REPLICATION_FAILURE", row.object_key, run_id,
+                        {"error": error[:4000], "failed_attempts": failed_attempts}, bucket=source_bucket)
+            return cur.rowcount == 1
+
+    def _audit(
+        self, conn: psycopg.Connection, event: str, key: str, run_id: str | None, details: dict[str, Any], *,
+        bucket: str,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO vault_secure.audit_logs (event_type, object_key, source_bucket, run_id, metadata)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (event, key, bucket, run_id, json.dumps(details)),
+        )
+
+    # -- hot deletion -------------------------------------------------------------------------
+    def deletable_rows(
+        self, *, source_bucket: str, first_day: dt.date, last_day: dt.date, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            return conn.cursor(row_factory=dict_row).execute(
+                """
+                SELECT id, object_key, source_etag, sha256, cold_version_id
+                FROM vault_secure.replication_status
+                WHERE source_bucket = %s AND partition_day BETWEEN %s AND %s AND status = 'replicated'
+                  AND verified_at IS NOT NULL AND hot_deleted_at IS NULL
+                ORDER BY id LIMIT %s
+                """,
+                (source_bucket, first_day, last_day, limit),
+            ).fetchall()
+
+    def mark_hot_deleted(self, row_id: int, key: str, source_bucket: str, run_id: str | None,
+                         details: dict[str, Any]) -> None:
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(
+                "UPDATE vault_secure.replication_status SET hot_deleted_at = now(), updated_at = now()"
+                " WHERE id = %s",
+                (row_id,),
+            )
+            self._audit(conn, "HOT_DELETED", key, run_id, details, bucket=source_bucket)
+
+    # -- reporting ----------------------------------------------------------------------------
+    def status_counts(
+        self, *, source_bucket: str, first_day: dt.date | None = None, last_day: dt.date | None = None
+    ) -> dict[str, dict[str, int]]:
+        where, params = "source_bucket = %s", [source_bucket]
+        if first_day is not None and last_day is not None:
+            where += " AND partition_day BETWEEN %s AND %s"
+            params += [first_day, last_day]
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT status, count(*), COALESCE(sum(file_size), 0) FROM vault_secure.replication_status"
+                f" WHERE {where} GROUP BY status",
+                params,
+            ).fetchall()
+        return {status: {"objects": int(n), "bytes": int(b)} for status, n, b in rows}
+
+    def days_needing_runs(self, source_bucket: str) -> list[tuple[dt.date, int, dt.datetime]]:
+        """Days with rows waiting for a copy (pending, or held by a worker whose lease expired)."""
+        with self.pool.connection() as conn:
+            return [(day, int(n), latest) for day, n, latest in conn.execute(
+                """
+                SELECT partition_day, count(*), max(updated_at)
+                FROM vault_secure.replication_status
+                WHERE source_bucket = %s
+                  AND (status = 'pending' OR (status = 'in_progress' AND lease_expires_at < now()))
+                GROUP BY partition_day ORDER BY partition_day
+                """,
+                (source_bucket,),
+            ).fetchall()]
+
+    def pending_count(self, source_bucket: str) -> int:
+        with self.pool.connection() as conn:
+            return int(conn.execute(
+                "SELECT count(*) FROM vault_secure.replication_status WHERE source_bucket = %s"
+                " AND status IN ('pending', 'in_progress')",
+                (source_bucket,),
+            ).fetchone()[0])
+
+    def failures(self, *, source_bucket: str, first_day: dt.date, last_day: dt.date,
+                 limit: int = 50) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            return conn.cursor(row_factory=dict_row).execute(
+                "SELECT object_key, retry_count, error_message, updated_at FROM vault_secure.replication_status"
+                " WHERE source_bucket = %s AND partition_day BETWEEN %s AND %s AND status = 'failed'"
+                " ORDER BY object_key LIMIT %s",
+                (source_bucket, first_day, last_day, limit),
+            ).fetchall()
+
+    def rows_for_days(self, source_bucket: str, first_day: dt.date, last_day: dt.date) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            return conn.cursor(row_factory=dict_row).execute(
+                "SELECT * FROM vault_secure.replication_status WHERE source_bucket = %s"
+                " AND partition_day BETWEEN %s AND %s ORDER BY object_key",
+                (source_bucket, first_day, last_day),
+            ).fetchall()
+
+    def record_verification(self, *, day: dt.date, run_id: str | None, objects: int, ok: int,
+                            counts: dict[str, int], report_key: str | None, report_version_id: str | None) -> None:
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO vault_secure.verification_reports (partition_day, run_id, objects, ok, counts,"
+                " report_key, report_version_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (day, run_id, objects, ok, json.dumps(counts), report_key, report_version_id),
+            )
+
+    def days_by_last_verification(self, source_bucket: str) -> list[tuple[dt.date, dt.datetime | None]]:
+        """Every day with documents, least recently verified first (never verified first of all)."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                """
+                SELECT d.partition_day, max(v.verified_at) AS last
+                FROM (SELECT DISTINCT partition_day FROM vault_secure.replication_status
+                      WHERE source_bucket = %s) d
+                LEFT JOIN vault_secure.verification_reports v ON v.partition_day = d.partition_day
+                GROUP BY d.partition_day ORDER BY last NULLS FIRST, d.partition_day
+                """,
+                (source_bucket,),
+            ).fetchall()
+
+    def cold_totals(self, source_bucket: str) -> tuple[int, int]:
+        with self.pool.connection() as conn:
+            n, total = conn.execute(
+                "SELECT count(*), COALESCE(sum(file_size), 0) FROM vault_secure.replication_status"
+                " WHERE source_bucket = %s AND status = 'replicated'",
+                (source_bucket,),
+            ).fetchone()
+        return int(n), int(total)
+
+    def known_keys(self, destination_bucket: str) -> set[str]:
+        """Every key the manifest has for a cold bucket (the orphan sweep's reference)."""
+        with self.pool.connection() as conn:
+            return {r[0] for r in conn.execute(
+                "SELECT object_key FROM vault_secure.replication_status WHERE destination_bucket = %s",
+                (destination_bucket,),
+            )}
+
+    def rows(self, source_bucket: str, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Full rows, for inspection and tests."""
+        with self.pool.connection() as conn:
+            if keys is None:
+                return conn.cursor(row_factory=dict_row).execute(
+                    "SELECT * FROM vault_secure.replication_status WHERE source_bucket = %s ORDER BY object_key",
+                    (source_bucket,),
+                ).fetchall()
+            return conn.cursor(row_factory=dict_row).execute(
+                "SELECT * FROM vault_secure.replication_status WHERE source_bucket = %s"
+                " AND object_key = ANY(%s) ORDER BY object_key",
+                (source_bucket, list(keys)),
+            ).fetchall()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+

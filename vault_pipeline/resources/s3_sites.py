@@ -1,0 +1,56 @@
+"""The hot and cold S3 sites as Dagster resources.
+
+Keys arrive as EnvVar, so the UI shows only the variable names. One boto3 client per resource per
+process: clients are thread-safe and keep a connection pool, which matters more than anything else for
+small objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import ConfigurableResource
+from pydantic import PrivateAttr
+
+from vault_pipeline.replication.s3client import SiteConfig, make_client
+
+
+class S3SiteResource(ConfigurableResource):
+    """An S3-compatible site: endpoint, credentials, bucket and client tuning."""
+
+    site_name: str
+    endpoint_url: str
+    region: str = "us-east-1"
+    access_key_id: str
+    secret_access_key: str
+    bucket: str
+    addressing_style: str = "path"
+    request_checksum_calculation: str = "when_supported"
+    response_checksum_validation: str = "when_supported"
+    max_pool_connections: int = 64
+
+    _client: Any = PrivateAttr(default=None)
+
+    def site_config(self) -> SiteConfig:
+        return SiteConfig(
+            name=self.site_name, endpoint_url=self.endpoint_url or None, region=self.region,
+            access_key_id=self.access_key_id, secret_access_key=self.secret_access_key, bucket=self.bucket,
+            addressing_style=self.addressing_style,  # type: ignore[arg-type]
+            request_checksum_calculation=self.request_checksum_calculation,  # type: ignore[arg-type]
+            response_checksum_validation=self.response_checksum_validation,  # type: ignore[arg-type]
+            max_pool_connections=self.max_pool_connections,
+        )
+
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = make_client(self.site_config())
+        return self._client
+
+    def describe(self) -> str:
+        return f"{self.site_name} site {self.endpoint_url} bucket {self.bucket}"
+
+
+class ColdSiteResource(S3SiteResource):
+    """The cold site adds the storage class every copy is written in."""
+
+    storage_class: str = "DEEP_ARCHIVE"

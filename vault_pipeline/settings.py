@@ -1,0 +1,161 @@
+"""Tunable, non-secret settings, read from the environment and validated once at start-up.
+
+Secrets (access keys, DSNs with passwords) are *not* here: they reach the resources as Dagster EnvVar
+so that only the variable's name is ever shown in the UI. Every variable is listed in README.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vault_pipeline.replication.policy import PolicyError, RetentionPolicy
+
+MiB = 1024 * 1024
+STORAGE_CLASSES = (
+    "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER", "GLACIER_IR", "DEEP_ARCHIVE",
+)
+ChecksumWhen = Literal["when_supported", "when_required"]
+AddressingStyle = Literal["path", "virtual", "auto"]
+
+
+class ConfigurationError(ValueError):
+    """Invalid configuration; the message names each offending variable."""
+
+
+class VaultSettings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+
+    hot_region: str = Field("us-east-1", alias="OVH_S3_REGION")
+    hot_addressing_style: AddressingStyle = Field("path", alias="OVH_S3_ADDRESSING_STYLE")
+    hot_request_checksum_calculation: ChecksumWhen = Field(
+        "when_supported", alias="OVH_S3_REQUEST_CHECKSUM_CALCULATION")
+    hot_response_checksum_validation: ChecksumWhen = Field(
+        "when_supported", alias="OVH_S3_RESPONSE_CHECKSUM_VALIDATION")
+    cold_region: str = Field("us-east-1", alias="AWS_S3_REGION")
+    cold_addressing_style: AddressingStyle = Field("path", alias="AWS_S3_ADDRESSING_STYLE")
+    cold_request_checksum_calculation: ChecksumWhen = Field(
+        "when_supported", alias="AWS_S3_REQUEST_CHECKSUM_CALCULATION")
+    cold_response_checksum_validation: ChecksumWhen = Field(
+        "when_supported", alias="AWS_S3_RESPONSE_CHECKSUM_VALIDATION")
+    cold_storage_class: str = Field("DEEP_ARCHIVE", alias="VAULT_COLD_STORAGE_CLASS")
+
+    concurrency: int = Field(8, ge=1, le=256, alias="REPLICATION_CONCURRENCY")
+    max_attempts: int = Field(3, ge=1, le=20, alias="VAULT_MAX_ATTEMPTS")
+    retry_base_seconds: float = Field(5.0, ge=0, le=3600, alias="VAULT_RETRY_BASE_SECONDS")
+    lease_seconds: float = Field(300.0, ge=5, le=86400, alias="VAULT_LEASE_SECONDS")
+    multipart_threshold_mb: int = Field(16, ge=5, le=5120, alias="VAULT_MULTIPART_THRESHOLD_MB")
+    part_size_mb: int = Field(8, ge=5, le=5120, alias="VAULT_PART_SIZE_MB")
+    part_concurrency: int = Field(4, ge=1, le=64, alias="VAULT_PART_CONCURRENCY")
+    delete_after_replication: bool = Field(False, alias="DELETE_FROM_OVH_AFTER_REPLICATION")
+    retention_policy_file: Path | None = Field(None, alias="VAULT_RETENTION_POLICY_FILE")
+
+    sensor_interval_seconds: int = Field(30, ge=5, le=86400, alias="VAULT_SENSOR_INTERVAL_SECONDS")
+    # 0 means one listing page per tick; Dagster kills a tick at 60 s, so the budget stays well below.
+    sensor_tick_budget_seconds: float = Field(20.0, ge=0, le=45, alias="VAULT_SENSOR_TICK_BUDGET_SECONDS")
+    sensor_page_size: int = Field(1000, ge=1, le=1000, alias="VAULT_SENSOR_PAGE_SIZE")
+    backlog_warning_threshold: int = Field(1000, ge=1, alias="VAULT_BACKLOG_WARNING_THRESHOLD")
+    partitions_start_date: dt.date = Field(dt.date(2024, 1, 1), alias="VAULT_PARTITIONS_START_DATE")
+
+    # Verification (issue 3): reports, rolling re-verification, cost estimate.
+    report_prefix: str = Field("reports/verification/", min_length=1, alias="VAULT_REPORT_PREFIX")
+    report_retention_years: int = Field(10, ge=1, le=100, alias="VAULT_REPORT_RETENTION_YEARS")
+    verification_period_days: int = Field(30, ge=1, le=3650, alias="VAULT_VERIFICATION_PERIOD_DAYS")
+    verification_cron: str = Field("30 2 * * *", alias="VAULT_VERIFICATION_CRON")
+    audit_concurrency: int = Field(16, ge=1, le=256, alias="VAULT_AUDIT_CONCURRENCY")
+    completeness_grace_minutes: float = Field(60, ge=0, le=7 * 24 * 60, alias="VAULT_COMPLETENESS_GRACE_MINUTES")
+    price_archive_gb_month: float = Field(0.00099, ge=0, alias="VAULT_PRICE_ARCHIVE_GB_MONTH")
+    price_standard_gb_month: float = Field(0.023, ge=0, alias="VAULT_PRICE_STANDARD_GB_MONTH")
+
+    # Restore drill (issue 3): weekly sample restored from the cold site, read back and re-hashed.
+    restore_drill_sample_size: int = Field(20, ge=0, le=100_000, alias="VAULT_RESTORE_DRILL_SAMPLE_SIZE")
+    restore_drill_tier: str = Field("Bulk", alias="VAULT_RESTORE_DRILL_TIER")
+    restore_drill_cron: str = Field("0 3 * * 1", alias="VAULT_RESTORE_DRILL_CRON")
+    # Bulk promises 48 h; past the deadline a pending item is failed, loudly.
+    restore_drill_deadline_hours: float = Field(72.0, gt=0, le=720, alias="VAULT_RESTORE_DRILL_DEADLINE_HOURS")
+    restore_drill_poll_minutes: int = Field(60, ge=1, le=1440, alias="VAULT_RESTORE_DRILL_POLL_MINUTES")
+
+    # Alerts (issue 3). The webhook URL is a secret: it reaches the resource as EnvVar, not through here.
+    alert_sensor_interval_seconds: int = Field(30, ge=5, le=3600, alias="VAULT_ALERT_SENSOR_INTERVAL_SECONDS")
+    # A tick spends at most budget + 3 x timeout delivering: both bounded to stay under Dagster's 60 s.
+    alert_webhook_timeout_seconds: float = Field(5.0, gt=0, le=10, alias="VAULT_ALERT_WEBHOOK_TIMEOUT_SECONDS")
+    alert_delivery_budget_seconds: float = Field(15.0, ge=0, le=20, alias="VAULT_ALERT_DELIVERY_BUDGET_SECONDS")
+
+    @field_validator("cold_storage_class")
+    @classmethod
+    def _known_class(cls, value: str) -> str:
+        value = value.strip().upper()
+        if value not in STORAGE_CLASSES:
+            raise ValueError(f"must be one of {', '.join(STORAGE_CLASSES)}")
+        return value
+
+    @field_validator("retention_policy_file", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    @field_validator("report_prefix")
+    @classmethod
+    def _prefix_is_a_folder(cls, value: str) -> str:
+        if not value.endswith("/") or value.startswith("/"):
+            raise ValueError("must be a relative key prefix ending with '/'")
+        return value
+
+    @field_validator("restore_drill_tier")
+    @classmethod
+    def _known_tier(cls, value: str) -> str:
+        tier = value.strip().capitalize()
+        if tier not in ("Bulk", "Standard", "Expedited"):
+            raise ValueError("must be Bulk, Standard or Expedited (Deep Archive refuses Expedited)")
+        return tier
+
+    @field_validator("restore_drill_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string  # what ScheduleDefinition itself checks
+
+        value = " ".join(value.split())
+        if not is_valid_cron_string(value):
+            raise ValueError("must be a cron expression of five fields, e.g. '0 3 * * 1' (UTC)")
+        return value
+
+    @property
+    def reserved_prefixes(self) -> tuple[str, ...]:
+        """Cold-site prefixes the pipeline writes itself; hot keys under them are refused."""
+        return (self.report_prefix,)
+
+    @property
+    def multipart_threshold(self) -> int:
+        return self.multipart_threshold_mb * MiB
+
+    @property
+    def part_size(self) -> int:
+        return self.part_size_mb * MiB
+
+    def retention_policy(self) -> RetentionPolicy:
+        if self.retention_policy_file is None:
+            return RetentionPolicy.default()
+        return RetentionPolicy.from_file(self.retention_policy_file)
+
+
+def load_settings() -> tuple[VaultSettings, RetentionPolicy]:
+    """Read and validate everything at start-up; raise ConfigurationError naming each bad variable."""
+    try:
+        settings = VaultSettings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(p) for p in error["loc"])
+            field = VaultSettings.model_fields.get(name)
+            variable = field.alias if field and field.alias else name
+            problems.append(f"{variable}={error.get('input')!r}: {error['msg']}")
+        raise ConfigurationError("invalid vault-pipeline configuration: " + "; ".join(problems)) from None
+    try:
+        policy = settings.retention_policy()
+    except PolicyError as exc:
+        raise ConfigurationError(f"invalid vault-pipeline configuration: VAULT_RETENTION_POLICY_FILE: {exc}") from None
+    return settings, policy

@@ -1,0 +1,71 @@
+"""A real local webhook receiver: an HTTP server on 127.0.0.1 that records every POST body."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+TOKEN = "T0VAULT/B0ALERTS/s3cr3t-w3bh00k-t0k3n"  # the path part that a real incoming webhook keeps secret
+
+
+@dataclass
+class WebhookReceiver:
+    port: int
+    status: int = 200  # what the receiver answers; set to 500 to play a webhook that is down
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # accepted POSTs (2xx answers only)
+    refused: int = 0  # POSTs answered with an error status
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/services/{TOKEN}"
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return [b for b in self.bodies if event is None or b.get("event") == event]
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver(port=0)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            ok = self.path == f"/services/{TOKEN}" and receiver.status < 300
+            with receiver.lock:
+                if ok:
+                    receiver.bodies.append(json.loads(body))
+                else:
+                    receiver.refused += 1
+            self.send_response(receiver.status if self.path == f"/services/{TOKEN}" else 404)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"ok" if ok else b"no")
+
+        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True)
+    thread.start()
+    yield receiver
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

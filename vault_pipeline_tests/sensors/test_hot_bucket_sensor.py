@@ -1,0 +1,70 @@
+"""hot_bucket_sensor: paging across ticks, run requests per day with dedup, backlog warning."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from vault_pipeline.replication.inventory import ListedObject
+from vault_pipeline_tests.conftest import Vault, today_key
+
+pytestmark = pytest.mark.parametrize("cold_flavour", ["seaweedfs"], indirect=True)
+
+
+def test_a_large_bucket_is_swept_across_several_ticks(vault: Vault) -> None:
+    vault.configure(VAULT_SENSOR_PAGE_SIZE="100", VAULT_SENSOR_TICK_BUDGET_SECONDS="0")
+    for i in range(350):
+        vault.put(f"many/{i:04d}.pdf", b"x")
+    tokens = []
+    for _ in range(4):
+        vault.run_sensor()
+        tokens.append(json.loads(vault.cursor)["token"])
+    assert all(tokens[:3]) and tokens[3] is None  # 100 + 100 + 100 + 50: the 4th tick ends the sweep
+    assert json.loads(vault.cursor)["sweeps_completed"] == 1
+    assert len(vault.store.rows(vault.hot_bucket)) == 350
+    # Runs are requested as soon as objects are registered, not only at the end of the sweep.
+    assert vault.store.pending_count(vault.hot_bucket) == 350
+
+
+def test_one_run_request_per_day_with_a_stable_run_key(vault: Vault) -> None:
+    vault.put("a.pdf")
+    vault.put("b.pdf")
+    # An object of another day, registered as a sweep would have (SeaweedFS cannot backdate LastModified).
+    old = dt.datetime(2025, 3, 14, 9, 30, tzinfo=dt.UTC)
+    vault.store.register([ListedObject("old/c.pdf", "etag-c", 3, old)], source_bucket=vault.hot_bucket,
+                         destination_bucket=vault.cold_bucket)
+    first = vault.run_sensor().run_requests
+    assert sorted(r.partition_key for r in first) == ["2025-03-14", today_key()]
+    second = vault.run_sensor().run_requests  # nothing changed: the same run keys, so Dagster dedups them
+    assert sorted(r.run_key for r in second) == sorted(r.run_key for r in first)
+    vault.put("late.pdf")
+    third = {r.partition_key: r.run_key for r in vault.run_sensor().run_requests}
+    assert third[today_key()] not in {r.run_key for r in first}  # new work, new run
+    for request in first:
+        assert request.run_config == {"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}}
+
+
+def test_objects_registered_by_a_failed_tick_still_get_their_run(vault: Vault) -> None:
+    vault.put("registered-but-no-run.pdf")
+    listed = vault.hot.list_objects_v2(Bucket=vault.hot_bucket)["Contents"][0]
+    vault.store.register(
+        [ListedObject(listed["Key"], listed["ETag"].strip('"'), listed["Size"], listed["LastModified"])],
+        source_bucket=vault.hot_bucket, destination_bucket=vault.cold_bucket,
+    )  # as if the tick died after registering, before Dagster got its run request
+    requests = vault.run_sensor().run_requests
+    assert [r.partition_key for r in requests] == [today_key()]
+
+
+def test_backlog_warning(vault: Vault, capfd: pytest.CaptureFixture[str]) -> None:
+    vault.configure(VAULT_BACKLOG_WARNING_THRESHOLD="5")
+    for i in range(8):
+        vault.put(f"backlog/{i}.pdf")
+    vault.run_sensor()  # the sensor's log goes to Dagster's console logger (and the UI's tick log)
+    assert "replication backlog: 8 objects pending (threshold 5)" in capfd.readouterr().err
+    for i in range(8, 12):
+        vault.put(f"backlog/{i}.pdf")
+    vault.configure(VAULT_BACKLOG_WARNING_THRESHOLD="100")
+    vault.run_sensor()
+    assert "replication backlog" not in capfd.readouterr().err

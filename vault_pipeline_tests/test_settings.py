@@ -1,0 +1,50 @@
+import pytest
+
+from vault_pipeline.settings import ConfigurationError, load_settings
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REPLICATION_CONCURRENCY", "VAULT_COLD_STORAGE_CLASS", "DELETE_FROM_OVH_AFTER_REPLICATION",
+                 "VAULT_RETENTION_POLICY_FILE", "VAULT_MAX_ATTEMPTS", "VAULT_RETRY_BASE_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    settings, policy = load_settings()
+    assert settings.concurrency == 8
+    assert settings.cold_storage_class == "DEEP_ARCHIVE"
+    assert settings.delete_after_replication is False
+    assert (settings.max_attempts, settings.retry_base_seconds) == (3, 5.0)
+    assert policy.years_by_type["payslip"] == 50
+
+
+def test_specification_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLICATION_CONCURRENCY", "3")
+    monkeypatch.setenv("DELETE_FROM_OVH_AFTER_REPLICATION", "true")
+    monkeypatch.setenv("VAULT_COLD_storage_class", "glacier")
+    settings, _ = load_settings()
+    assert (settings.concurrency, settings.delete_after_replication, settings.cold_storage_class) == (
+        3, True, "GLACIER")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("REPLICATION_CONCURRENCY", "0"),
+        ("REPLICATION_CONCURRENCY", "eight"),
+        ("VAULT_COLD_STORAGE_CLASS", "COLDEST"),
+        ("DELETE_FROM_OVH_AFTER_REPLICATION", "maybe"),
+        ("VAULT_PART_SIZE_MB", "1"),
+        ("VAULT_MAX_ATTEMPTS", "-2"),
+        ("OVH_S3_REQUEST_CHECKSUM_CALCULATION", "always"),
+    ],
+)
+def test_invalid_values_are_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings()
+
+
+def test_bad_policy_file_is_refused_at_start_up(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("default: general\ntypes: {general: 150}\n")
+    monkeypatch.setenv("VAULT_RETENTION_POLICY_FILE", str(path))
+    with pytest.raises(ConfigurationError, match=r"VAULT_RETENTION_POLICY_FILE.*between 1 and 100"):
+        load_settings()
