@@ -29,6 +29,7 @@ class SeaweedSite(S3ServerSite):
     # the S3 gateway and the filer have stopped and every acknowledged write is in the volume files, and a
     # restart after SIGKILL finds all objects (tested), so waiting longer only delays the stop.
     stop_timeout = 6.0
+    max_volumes = 5000
 
     def __init__(self, name: str, data_dir: Path, s3_port: int, access_key: str, secret_key: str,
                  log_path: Path | None = None) -> None:
@@ -56,6 +57,11 @@ class SeaweedSite(S3ServerSite):
             "-s3.autoCreateBucket=false",
             # Single node: no need to wait for the cluster before the volume server stops (1 s saved per stop).
             "-volume.preStopSeconds=0",
+            # Every bucket is a collection with volumes of its own. Left at 0, the volume limit is derived from
+            # free disk space and ran out after ~78 buckets here ("No writable volumes and no free volumes
+            # left", an InternalError on PutObject). Volumes are not preallocated, so a high cap costs nothing
+            # until used.
+            f"-volume.max={self.max_volumes}",
             f"-filer.localSocket={socket_dir}/filer.sock", f"-s3.localSocket={socket_dir}/s3.sock",
         ]
 
