@@ -11,6 +11,7 @@ from vault_pipeline.checks.cold_copies import cold_copies_checks
 from vault_pipeline.jobs.replication import replication_job
 from vault_pipeline.jobs.restore_drill import build_restore_drill_schedule, restore_drill_job
 from vault_pipeline.jobs.verification import build_verification_schedules, cold_copies_checks_job, verification_job
+from vault_pipeline.replication.policy import RetentionPolicy
 from vault_pipeline.resources import (
     ColdSiteResource,
     ReplicationSettingsResource,
@@ -19,6 +20,7 @@ from vault_pipeline.resources import (
     VerificationSettingsResource,
 )
 from vault_pipeline.resources.alerts import alerts_resource_from_env
+from vault_pipeline.resources.journal import journal_resource_from_env
 from vault_pipeline.resources.restore_drill import RestoreDrillResource
 from vault_pipeline.sensors.alerts import build_alert_sensors, declared_check_keys
 from vault_pipeline.sensors.hot_bucket import build_hot_bucket_sensor
@@ -26,7 +28,8 @@ from vault_pipeline.sensors.restore_drill import build_restore_drill_followup_se
 from vault_pipeline.settings import VaultSettings, load_settings
 
 
-def build_resources(settings: VaultSettings) -> dict[str, object]:
+def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = None) -> dict[str, object]:
+    policy = policy or settings.retention_policy()
     pool = max(64, settings.concurrency * (settings.part_concurrency + 1))
     return {
         "hot_site": S3SiteResource(
@@ -63,6 +66,11 @@ def build_resources(settings: VaultSettings) -> dict[str, object]:
         "alerts": alerts_resource_from_env(
             timeout_seconds=settings.alert_webhook_timeout_seconds,
             delivery_budget_seconds=settings.alert_delivery_budget_seconds,
+        ),
+        "journal": journal_resource_from_env(
+            prefix=settings.journal_prefix, max_entries_per_segment=settings.journal_segment_entries,
+            retention_years=settings.journal_retention_years or max(policy.years_by_type.values()),
+            public_keys=[k.strip() for k in settings.journal_public_keys.split(",") if k.strip()],
         ),
         "restore_drill": RestoreDrillResource(
             sample_size=settings.restore_drill_sample_size, tier=settings.restore_drill_tier,

@@ -85,6 +85,17 @@ class VaultSettings(BaseSettings):
     alert_webhook_timeout_seconds: float = Field(5.0, gt=0, le=10, alias="VAULT_ALERT_WEBHOOK_TIMEOUT_SECONDS")
     alert_delivery_budget_seconds: float = Field(15.0, ge=0, le=20, alias="VAULT_ALERT_DELIVERY_BUDGET_SECONDS")
 
+    # Write journal, seals and reconstruction (issue 4). The signing key and the rebuild target's DSN are
+    # secrets: they reach the resources as EnvVar (VAULT_JOURNAL_SIGNING_KEY, VAULT_REBUILD_DATABASE_URL).
+    journal_prefix: str = Field("journal/", min_length=1, alias="VAULT_JOURNAL_PREFIX")
+    journal_segment_entries: int = Field(5000, ge=1, le=100_000, alias="VAULT_JOURNAL_SEGMENT_ENTRIES")
+    # Unset: as long as the longest retention of the policy, so the journal outlives every document.
+    journal_retention_years: int | None = Field(None, ge=1, le=100, alias="VAULT_JOURNAL_RETENTION_YEARS")
+    journal_public_keys: str = Field("", alias="VAULT_JOURNAL_PUBLIC_KEYS")
+    journal_seal_cron: str = Field("15 0 * * *", alias="VAULT_JOURNAL_SEAL_CRON")
+    rebuild_sensor_interval_seconds: int = Field(60, ge=5, le=86400, alias="VAULT_REBUILD_SENSOR_INTERVAL_SECONDS")
+    rebuild_lag_alert_seconds: float = Field(3600, gt=0, alias="VAULT_REBUILD_LAG_ALERT_SECONDS")
+
     @field_validator("cold_storage_class")
     @classmethod
     def _known_class(cls, value: str) -> str:
@@ -98,7 +109,7 @@ class VaultSettings(BaseSettings):
     def _empty_is_default(cls, value: object) -> object:
         return None if value in ("", None) else value
 
-    @field_validator("report_prefix")
+    @field_validator("report_prefix", "journal_prefix")
     @classmethod
     def _prefix_is_a_folder(cls, value: str) -> str:
         if not value.endswith("/") or value.startswith("/"):
@@ -113,7 +124,12 @@ class VaultSettings(BaseSettings):
             raise ValueError("must be Bulk, Standard or Expedited (Deep Archive refuses Expedited)")
         return tier
 
-    @field_validator("restore_drill_cron")
+    @field_validator("journal_retention_years", mode="before")
+    @classmethod
+    def _empty_is_policy_max(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    @field_validator("restore_drill_cron", "journal_seal_cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
         from dagster._utils.schedules import is_valid_cron_string  # what ScheduleDefinition itself checks
@@ -126,7 +142,7 @@ class VaultSettings(BaseSettings):
     @property
     def reserved_prefixes(self) -> tuple[str, ...]:
         """Cold-site prefixes the pipeline writes itself; hot keys under them are refused."""
-        return (self.report_prefix,)
+        return (self.report_prefix, self.journal_prefix)
 
     @property
     def multipart_threshold(self) -> int:

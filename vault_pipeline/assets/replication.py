@@ -19,6 +19,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from vault_pipeline.assets.journaling import flush_journal
 from vault_pipeline.assets.reporting import copy_report_metadata, human_bytes, status_table
 from vault_pipeline.partitions import daily_partitions, day_range
 from vault_pipeline.replication.copier import ObjectCopier
@@ -32,6 +33,7 @@ from vault_pipeline.resources import (
     S3SiteResource,
     TrackingDatabaseResource,
 )
+from vault_pipeline.resources.journal import JournalResource
 
 
 class HotInventoryConfig(Config):
@@ -105,6 +107,7 @@ def cold_copies(
     cold_site: ColdSiteResource,
     tracking_db: TrackingDatabaseResource,
     replication: ReplicationSettingsResource,
+    journal: JournalResource,
 ) -> MaterializeResult:
     first_day, last_day = day_range(context.partition_key_range)
     problem = cold_bucket_problem(cold_site.client(), cold_site.bucket)
@@ -139,6 +142,7 @@ def cold_copies(
     metadata["bytes_skipped"] = MetadataValue.int(
         max(0, replicated["bytes"] - report.bytes("replicated") - report.bytes("adopted")))
     metadata["status"] = MetadataValue.md(status_table(counts))
+    metadata.update(flush_journal(context, journal, cold_site, tracking_db))
     if report.failures:
         raise Failure(
             description=f"{len(report.failures)} object(s) still failed after their retries "
@@ -163,6 +167,7 @@ def hot_deletions(
     cold_site: ColdSiteResource,
     tracking_db: TrackingDatabaseResource,
     replication: ReplicationSettingsResource,
+    journal: JournalResource,
 ) -> MaterializeResult:
     if not replication.delete_after_replication:
         return MaterializeResult(
@@ -179,4 +184,5 @@ def hot_deletions(
         "objects_deleted": MetadataValue.int(len(report.deleted)),
         "bytes_deleted": MetadataValue.int(report.deleted_bytes),
         "objects_kept": MetadataValue.int(len(report.kept)),
+        **flush_journal(context, journal, cold_site, tracking_db),
     })

@@ -8,8 +8,10 @@ import datetime as dt
 
 from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
 
+from vault_pipeline.assets.journaling import flush_journal
 from vault_pipeline.assets.replication import cold_copies
 from vault_pipeline.checks.audit_cache import day_audit
+from vault_pipeline.journal.entries import report_fields
 from vault_pipeline.partitions import daily_partitions
 from vault_pipeline.replication.audit import CLASSES
 from vault_pipeline.replication.report import (
@@ -30,6 +32,7 @@ from vault_pipeline.resources import (
     TrackingDatabaseResource,
     VerificationSettingsResource,
 )
+from vault_pipeline.resources.journal import JournalResource
 
 
 @asset(
@@ -48,6 +51,7 @@ def verification_report(
     tracking_db: TrackingDatabaseResource,
     replication: ReplicationSettingsResource,
     verification: VerificationSettingsResource,
+    journal: JournalResource,
 ) -> MaterializeResult:
     audit = day_audit(context, hot_site, cold_site, tracking_db, replication, verification)
     frame = audit_frame(audit)
@@ -59,6 +63,10 @@ def verification_report(
     report_key = f"{verification.report_prefix}{label}/verification-{now:%Y%m%dT%H%M%SZ}-{context.run.run_id[:8]}.csv"
     written = write_report(cold_site.client(), cold_site.bucket, report_key, frame,
                            retention_years=verification.report_retention_years, now=now)
+    store.journal(report_fields(
+        bucket=cold_site.bucket, key=written["key"], version_id=written["version_id"], sha256=written["sha256"],
+        size=int(written["size"]), retain_until=dt.datetime.fromisoformat(written["retain_until"]),
+        day=dt.date.fromisoformat(keys.start), run_id=context.run.run_id))
     for day in sorted({o.day for o in audit.objects} or {audit.first_day}):
         day_objects = [o for o in audit.objects if o.day == day]
         store.record_verification(
@@ -90,6 +98,7 @@ def verification_report(
         "problem_objects": MetadataValue.md(problems_table(frame)),
         "chart": MetadataValue.md(png_markdown(chart_png(frame, f"verification {label}"))),
     })
+    metadata.update(flush_journal(context, journal, cold_site, tracking_db))
     context.log.info(f"verification {label}: {len(frame)} objects, {len(frame) - counts['ok']} with problems; "
                      f"report {written['key']}")
     return MaterializeResult(metadata=metadata)

@@ -41,7 +41,8 @@ def day_audit(
             auditor = Auditor(
                 store=tracking_db.store(), cold=cold_site.client(), cold_bucket=cold_site.bucket,
                 hot=hot_site.client(), hot_bucket=hot_site.bucket, policy=replication.retention_policy(),
-                storage_class=cold_site.storage_class, reserved_prefixes=(verification.report_prefix,),
+                storage_class=cold_site.storage_class,
+                reserved_prefixes=(verification.report_prefix, *replication.reserved_prefixes),
                 concurrency=verification.audit_concurrency,
                 grace=dt.timedelta(minutes=verification.completeness_grace_minutes),
             )

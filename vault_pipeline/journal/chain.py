@@ -2,8 +2,9 @@
 
 Each entry carries `prev_hash` (the previous entry's `entry_hash`, 64 zeros for the first) and
 `entry_hash` = SHA-256 of the canonical JSON of every other field. Canonical JSON: keys sorted, no
-insignificant white space, UTF-8, and only strings, integers, booleans and null as values, so the bytes
-are the same in any language (floats, whose text forms differ between serialisers, are refused).
+insignificant white space, UTF-8 (non-ASCII characters written as themselves), and only strings,
+integers, booleans, null and lists of strings as values, so the bytes are the same in any language
+(floats, whose text forms differ between serialisers, are refused).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ class ChainError(ValueError):
 def _check_value(key: str, value: Any) -> None:
     if value is None or isinstance(value, bool | int | str):
         return
-    raise TypeError(f"journal field {key!r} has a {type(value).__name__}: only str, int, bool and null are "
-                    "allowed (canonical JSON must be byte-identical in every implementation)")
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return
+    raise TypeError(f"journal field {key!r} has a {type(value).__name__}: only str, int, bool, null and lists of "
+                    "str are allowed (canonical JSON must be byte-identical in every implementation)")
 
 
 def canonical_json(entry: Mapping[str, Any]) -> bytes:

@@ -357,5 +357,5 @@ class ObjectCopier:
             source_document_type=retention.source_document_type, retention_years=retention.retention_years,
             retain_until=verified.retain_until, retention_base=retention.base,
             storage_class=verified.storage_class, cold_version_id=verified.version_id, cold_etag=verified.etag,
-            adopted=adopted, notes=notes,
+            adopted=adopted, notes=notes, lock_repaired=verified.lock_repaired,
         )

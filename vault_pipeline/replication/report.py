@@ -132,4 +132,4 @@ def write_report(cold: Any, bucket: str, key: str, frame: pd.DataFrame, *, reten
     except Exception as exc:
         raise wrap(f"PUT verification report {key!r}", exc) from exc
     return {"key": key, "version_id": str(response.get("VersionId")), "sha256": digest.hex(),
-            "retain_until": retain_until.isoformat()}
+            "retain_until": retain_until.isoformat(), "size": str(len(body))}

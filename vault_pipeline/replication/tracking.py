@@ -20,6 +20,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from vault_pipeline.journal import outbox as journal
+from vault_pipeline.journal.entries import copy_fields, hot_delete_fields, retention_fields
 from vault_pipeline.replication.inventory import ListedObject
 
 MIGRATION_LOCK_ID = 0x7661756C74  # "vault": advisory lock serialising concurrent migrators
@@ -75,6 +77,7 @@ class ReplicationOutcome:
     cold_etag: str
     adopted: bool = False  # an existing verified cold version was recognised instead of copied again
     notes: tuple[str, ...] = field(default_factory=tuple)
+    lock_repaired: str | None = None  # "set"/"extended": verification itself wrote the lock (PutObjectRetention)
 
 
 @dataclass(frozen=True)
@@ -283,7 +286,7 @@ class TrackingStore:
             # The listing may have seen newer content while we copied: keep the row pending for it.
             source_moved = listed_etag not in (row.source_etag, outcome.source_etag)
             status = "pending" if source_moved else "replicated"
-            conn.execute(
+            written = conn.cursor(row_factory=dict_row).execute(
                 """
                 UPDATE vault_secure.replication_status SET
                     status = %(status)s, source_etag = CASE WHEN %(moved)s THEN source_etag ELSE %(etag)s END,
@@ -297,8 +300,9 @@ class TrackingStore:
                     previous_cold_version_ids = %(prev)s,
                     replication_count = replication_count + CASE WHEN %(adopted)s THEN 0 ELSE 1 END,
                     error_message = NULL, replicated_at = now(), verified_at = now(),
-                    lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), journaled = true
                 WHERE id = %(id)s
+                RETURNING *
                 """,
                 {"status": status, "moved": source_moved, "etag": outcome.source_etag,
                  "sver": outcome.source_version_id, "size": outcome.file_size,
@@ -309,7 +313,14 @@ class TrackingStore:
                  "years": outcome.retention_years, "until": outcome.retain_until, "base": outcome.retention_base,
                  "sc": outcome.storage_class, "ver": outcome.cold_version_id, "cetag": outcome.cold_etag,
                  "prev": previous, "adopted": outcome.adopted, "id": row.id},
-            )
+            ).fetchone()
+            assert written is not None
+            # The journal entry commits with the row: a verified copy is journaled exactly once.
+            copied = {**written, "source_etag": outcome.source_etag, "file_size": outcome.file_size,
+                      "source_last_modified": outcome.source_last_modified}
+            if outcome.lock_repaired:
+                journal.enqueue(conn, retention_fields(copied, run_id=run_id, how=outcome.lock_repaired))
+            journal.enqueue(conn, copy_fields(copied, run_id=run_id, adopted=outcome.adopted))
             details = {k: _jsonable(v) for k, v in asdict(outcome).items()}
             details["duration_s"] = round(duration_s, 3)
             details["status_after"] = status
@@ -344,6 +355,11 @@ class TrackingStore:
             (event, key, bucket, run_id, json.dumps(details)),
         )
 
+    def journal(self, fields: dict[str, Any]) -> None:
+        """Queue a journal entry for a cold write that has no row of its own (a report)."""
+        with self.pool.connection() as conn, conn.transaction():
+            journal.enqueue(conn, fields)
+
     # -- hot deletion -------------------------------------------------------------------------
     def deletable_rows(
         self, *, source_bucket: str, first_day: dt.date, last_day: dt.date, limit: int = 1000
@@ -363,11 +379,13 @@ class TrackingStore:
     def mark_hot_deleted(self, row_id: int, key: str, source_bucket: str, run_id: str | None,
                          details: dict[str, Any]) -> None:
         with self.pool.connection() as conn, conn.transaction():
-            conn.execute(
+            deleted = conn.cursor(row_factory=dict_row).execute(
                 "UPDATE vault_secure.replication_status SET hot_deleted_at = now(), updated_at = now()"
-                " WHERE id = %s",
+                " WHERE id = %s RETURNING *",
                 (row_id,),
-            )
+            ).fetchone()
+            if deleted is not None:
+                journal.enqueue(conn, hot_delete_fields(deleted, run_id=run_id))
             self._audit(conn, "HOT_DELETED", key, run_id, details, bucket=source_bucket)
 
     # -- reporting ----------------------------------------------------------------------------
