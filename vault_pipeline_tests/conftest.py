@@ -23,6 +23,8 @@ from dagster import DagsterInstance, Definitions, SensorResult, build_sensor_con
 
 from vault_pipeline.definitions import build_definitions, build_resources
 from vault_pipeline.devstack.buckets import ensure_bucket
+from vault_pipeline.journal.reader import read_entries
+from vault_pipeline.journal.segments import SegmentStore
 from vault_pipeline.partitions import partition_key_for
 from vault_pipeline.replication.tracking import TrackingStore
 from vault_pipeline.resources.tracking_db import close_shared_store, shared_store
@@ -117,6 +119,14 @@ class Vault:
 
     def open_uploads(self) -> list[dict[str, Any]]:
         return self.cold.list_multipart_uploads(Bucket=self.cold_bucket).get("Uploads", [])
+
+    def segments(self) -> SegmentStore:
+        """The cold site's journal, read directly from the storage."""
+        return SegmentStore(self.cold, self.cold_bucket)
+
+    def journal_entries(self) -> list[dict[str, Any]]:
+        """Every journal entry on the cold site, chain checked (raises at the first fault)."""
+        return list(read_entries(self.segments()))
 
 
 def today_key() -> str:

@@ -5,11 +5,19 @@ Used by tests that must kill or measure a real replication process:
 Prints one JSON line: success, the resident memory before the run and the highest resident memory
 sampled during it (MiB). Sampling the current RSS (not ru_maxrss, a lifetime peak that imports already
 push up) measures what the copy itself holds.
+
+VAULT_TEST_KILL_AT makes the process die abruptly (os._exit, no clean-up, like SIGKILL) at one instant of
+the copy / journal sequence, so tests can check that the next run repairs exactly that state:
+  before_mark_replicated  the first cold copy is written and verified, the database does not know it
+  before_flush            rows and their journal entries are committed, no entry has a seq yet
+  after_sequence          entries have their seqs (committed), their segment is not written
+  after_segment_put       the segment is on the cold site, the database does not know it was written
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 
@@ -17,7 +25,32 @@ import psutil
 from dagster import DagsterInstance
 
 
+def _die(*_: object, **__: object) -> None:
+    sys.stdout.flush()
+    os._exit(137)
+
+
+def install_kill_point(point: str) -> None:
+    from vault_pipeline.journal import outbox
+    from vault_pipeline.journal.segments import SegmentStore
+    from vault_pipeline.journal.writer import JournalWriter
+    from vault_pipeline.replication.tracking import TrackingStore
+
+    targets = {
+        "before_mark_replicated": (TrackingStore, "mark_replicated"),
+        "before_flush": (JournalWriter, "flush"),
+        "after_sequence": (SegmentStore, "put_segment"),
+        "after_segment_put": (outbox, "mark_written"),
+    }
+    if point not in targets:
+        raise SystemExit(f"unknown VAULT_TEST_KILL_AT={point!r}; one of {sorted(targets)}")
+    owner, name = targets[point]
+    setattr(owner, name, _die)
+
+
 def main() -> int:
+    if os.environ.get("VAULT_TEST_KILL_AT"):
+        install_kill_point(os.environ["VAULT_TEST_KILL_AT"])
     from vault_pipeline.definitions import defs  # loads and validates the configuration from the environment
 
     partition = sys.argv[1]
