@@ -1,6 +1,8 @@
 """The embedded stack of `make run`: PostgreSQL, a hot site and a cold site, with all data under one root.
 
-    root/postgres        PostgreSQL data (databases `vault` for tracking, `dagster` for Dagster's storage)
+    root/postgres        PostgreSQL data (databases `vault` for tracking, `dagster` for Dagster's storage,
+                         `vault_secondary` as the target of rebuild_tracking_db: a secondary site's database)
+    root/journal-signing.key   the dev stack's Ed25519 seal signing key (generated once, mode 0600)
     root/postgres.log
     root/hot, root/cold  SeaweedFS data, each with its weed.log (cold-moto.log for the moto flavour)
     root/stack.json      settings of the running stack, for `vault-pipeline stack env` in other shells
@@ -36,6 +38,8 @@ HOT_CREDENTIALS = ("vault-hot-admin", "vault-hot-secret")  # local throwaway sta
 COLD_CREDENTIALS = ("vault-cold-admin", "vault-cold-secret")  # local throwaway stack only, see above
 TRACKING_DATABASE = "vault"
 DAGSTER_DATABASE = "dagster"
+SECONDARY_DATABASE = "vault_secondary"
+SIGNING_KEY_FILE = "journal-signing.key"
 STATE_FILE = "stack.json"
 ColdFlavour = Literal["seaweedfs", "moto"]
 
@@ -95,6 +99,8 @@ class DevStack:
             self.postgres.start(timeout)
             self.postgres.create_database(TRACKING_DATABASE)
             self.postgres.create_database(DAGSTER_DATABASE)
+            self.postgres.create_database(SECONDARY_DATABASE)
+            self._signing_key()
             self.hot.start(timeout)
             self.cold.start(timeout)
             ensure_bucket(self.hot.client(), self.config.hot_bucket, object_lock=False)
@@ -138,7 +144,27 @@ class DevStack:
             # which dagster-postgres does not support.
             "VAULT_DAGSTER_DATABASE_URL": self.postgres.dsn(DAGSTER_DATABASE).replace(
                 "postgresql://", "postgresql+psycopg2://", 1),
+            "VAULT_REBUILD_DATABASE_URL": self.postgres.dsn(SECONDARY_DATABASE),
+            **self._signing_key(),
         }
+
+    def _signing_key(self) -> dict[str, str]:
+        """The dev stack's seal signing key, made once and kept with its data (a production key lives in a
+        secret store and reaches the pipeline through the environment only)."""
+        import base64
+
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        path = self.root / SIGNING_KEY_FILE
+        if not path.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            seed = Ed25519PrivateKey.generate().private_bytes_raw()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(base64.b64encode(seed).decode() + "\n")
+        seed_b64 = path.read_text().strip()
+        public = Ed25519PrivateKey.from_private_bytes(base64.b64decode(seed_b64)).public_key().public_bytes_raw()
+        return {"VAULT_JOURNAL_SIGNING_KEY": seed_b64, "VAULT_JOURNAL_PUBLIC_KEYS": base64.b64encode(public).decode()}
 
     def export_lines(self) -> str:
         return export_lines(self.env())

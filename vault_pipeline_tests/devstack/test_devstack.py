@@ -131,7 +131,8 @@ def test_export_lines_round_trip_through_a_shell(stack: DevStack) -> None:
     assert list(env) == [
         "OVH_S3_ENDPOINT", "OVH_S3_REGION", "OVH_S3_ACCESS_KEY_ID", "OVH_S3_SECRET_ACCESS_KEY",
         "OVH_S3_BUCKET_DOCUMENTS", "AWS_S3_ENDPOINT", "AWS_S3_REGION", "AWS_S3_ACCESS_KEY_ID",
-        "AWS_S3_SECRET_ACCESS_KEY", "AWS_S3_BUCKET_DOCUMENTS_COLD", "VAULT_DATABASE_URL", "VAULT_DAGSTER_DATABASE_URL"]
+        "AWS_S3_SECRET_ACCESS_KEY", "AWS_S3_BUCKET_DOCUMENTS_COLD", "VAULT_DATABASE_URL", "VAULT_DAGSTER_DATABASE_URL",
+        "VAULT_REBUILD_DATABASE_URL", "VAULT_JOURNAL_SIGNING_KEY", "VAULT_JOURNAL_PUBLIC_KEYS"]
     assert shell_env(stack.export_lines(), list(env)) == env
     tricky = {"A": "postgresql://u:p'w d@h:1/db", "B": "a$b`c\"d\\e", "C": "", "D": "line\nbreak"}
     assert shell_env(export_lines(tricky), list(tricky)) == tricky
@@ -317,3 +318,19 @@ def test_free_port_blocks_avoid_the_fixed_ports() -> None:
         assert POSTGRES_PORT not in block
         assert not set(block) & set(range(HOT_S3_PORT, HOT_S3_PORT + SITE_PORT_BLOCK))
         assert not set(block) & set(range(COLD_S3_PORT, COLD_S3_PORT + SITE_PORT_BLOCK))
+
+
+def test_the_stack_has_a_secondary_database_and_a_stable_seal_signing_key(stack: DevStack) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    env = stack.env()
+    with psycopg.connect(env["VAULT_REBUILD_DATABASE_URL"]) as conn:  # rebuild_tracking_db's target
+        assert conn.execute("SELECT current_database()").fetchone() == ("vault_secondary",)
+    key_file = stack.root / "journal-signing.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    seed = base64.b64decode(env["VAULT_JOURNAL_SIGNING_KEY"])
+    public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+    assert env["VAULT_JOURNAL_PUBLIC_KEYS"] == base64.b64encode(public).decode()
+    assert stack.env()["VAULT_JOURNAL_SIGNING_KEY"] == env["VAULT_JOURNAL_SIGNING_KEY"]  # made once, kept
