@@ -10,7 +10,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vault_pipeline.replication.policy import PolicyError, RetentionPolicy
@@ -123,6 +123,14 @@ class VaultSettings(BaseSettings):
         if tier not in ("Bulk", "Standard", "Expedited"):
             raise ValueError("must be Bulk, Standard or Expedited (Deep Archive refuses Expedited)")
         return tier
+
+    @model_validator(mode="after")
+    def _prefixes_do_not_overlap(self) -> VaultSettings:
+        a, b = self.report_prefix, self.journal_prefix
+        if a.startswith(b) or b.startswith(a):
+            raise ValueError(f"VAULT_JOURNAL_PREFIX {b!r} and VAULT_REPORT_PREFIX {a!r} overlap: the journal "
+                             "and the reports need prefixes of their own")
+        return self
 
     @field_validator("journal_retention_years", mode="before")
     @classmethod

@@ -34,6 +34,12 @@ def test_specification_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
         ("VAULT_PART_SIZE_MB", "1"),
         ("VAULT_MAX_ATTEMPTS", "-2"),
         ("OVH_S3_REQUEST_CHECKSUM_CALCULATION", "always"),
+        ("VAULT_JOURNAL_PREFIX", "/journal/"),
+        ("VAULT_JOURNAL_PREFIX", "reports/"),  # would swallow the verification reports' prefix
+        ("VAULT_JOURNAL_SEGMENT_ENTRIES", "0"),
+        ("VAULT_JOURNAL_RETENTION_YEARS", "101"),
+        ("VAULT_JOURNAL_SEAL_CRON", "every day"),
+        ("VAULT_REBUILD_LAG_ALERT_SECONDS", "0"),
     ],
 )
 def test_invalid_values_are_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
