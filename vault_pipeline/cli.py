@@ -3,6 +3,8 @@
     vault-pipeline dev          start PostgreSQL, both S3 sites and `dagster dev` (what `make run` does)
     vault-pipeline stack up     start only the embedded stack, in the foreground
     vault-pipeline stack env    print the running stack's settings as shell export lines
+    vault-pipeline journal ...  verify the write journal, prove a document, make a seal signing key
+                                (verify | prove KEY | check-proof FILE | keygen; see docs/journal.md)
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+from vault_pipeline.journal.commands import add_journal_commands, run_journal_command
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,11 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     stack_commands = stack.add_subparsers(dest="stack_command", required=True)
     stack_commands.add_parser("up", help="start the stack in the foreground; Ctrl-C stops it")
     stack_commands.add_parser("env", help="print export lines for the running stack")
+    add_journal_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "journal":
+        return run_journal_command(args)
     from vault_pipeline.devstack.runner import print_env, run_stack_forever
 
     root = stack_root()
