@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dagster import Definitions, EnvVar, in_process_executor
 
+from vault_pipeline.assets.journal import journal_seal
 from vault_pipeline.assets.replication import cold_copies, hot_deletions, hot_inventory
 from vault_pipeline.assets.verification import verification_report
 from vault_pipeline.checks.cold_copies import cold_copies_checks
+from vault_pipeline.jobs.journal_seal import build_journal_seal_schedule, journal_seal_job
 from vault_pipeline.jobs.replication import replication_job
 from vault_pipeline.jobs.restore_drill import build_restore_drill_schedule, restore_drill_job
 from vault_pipeline.jobs.verification import build_verification_schedules, cold_copies_checks_job, verification_job
@@ -103,10 +105,13 @@ def build_definitions(settings: VaultSettings) -> Definitions:
     # The alert sensors watch every asset check the definitions above declare, so they are added last.
     alert_sensors = build_alert_sensors(
         check_keys=declared_check_keys([*(core.assets or []), *(core.asset_checks or [])]),
-        monitored_jobs=[replication_job, verification_job, cold_copies_checks_job, restore_drill_job],
+        monitored_jobs=[replication_job, verification_job, cold_copies_checks_job, restore_drill_job, journal_seal_job],
         minimum_interval_seconds=settings.alert_sensor_interval_seconds,
     )
-    return Definitions.merge(core, Definitions(sensors=alert_sensors))
+    # The daily journal seal (docs/journal.md).
+    journal = Definitions(assets=[journal_seal], jobs=[journal_seal_job],
+                          schedules=[build_journal_seal_schedule(settings.journal_seal_cron)])
+    return Definitions.merge(core, journal, Definitions(sensors=alert_sensors))
 
 
 defs = build_definitions(load_settings()[0])
