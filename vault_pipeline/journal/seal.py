@@ -344,10 +344,10 @@ def segments_from(store: SegmentStore, seq: int) -> Iterator[ListedSegment]:
     """Segments in journal order, from the one holding `seq` (or, if none does, from the next one).
 
     Listing is by key (first seq), so the segment holding `seq` is the last one starting at or before it.
-    It is found by listing from `seq - span` with StartAfter, widening the span until one is found: a
+    It is found by listing from `seq - span` with StartAfter, widening the span until one is found. A
     seal's range starts a segment (a flush writes one segment with a single time, so a segment never
-    straddles days) and then the first call finds it, whatever the size of the journal."""
-    span = 1024
+    straddles days): then the first call, with span 1, finds it, whatever the size of the journal."""
+    span = 1
     while True:
         low = max(seq - span, 0)
         listed = store.list_segments(after_seq=low)
@@ -359,7 +359,7 @@ def segments_from(store: SegmentStore, seq: int) -> Iterator[ListedSegment]:
                 break
             holding = candidate
         if holding is None and low > 0:
-            span *= 16
+            span = 1024 if span == 1 else span * 16
             continue
         for segment in (holding, following):
             if segment is not None:
