@@ -251,6 +251,13 @@ def test_verify_names_a_replaced_seal_and_a_foreign_key(vault: Vault) -> None:
     with pytest.raises(SealError, match=re.escape(key)):
         seal(vault, signer, utc_today(), now=after(utc_today()))
 
+    # Hidden behind a delete marker (the locked versions stay): still named.
+    vault.cold.delete_object(Bucket=vault.cold_bucket, Key=key)
+    report = verify_journal(vault.segments(), [signer.public_key_b64])
+    assert any(str(p).startswith(f"seal {key}: hidden behind a delete marker") for p in report.problems)
+    with pytest.raises(SealError, match=re.escape(key)):
+        seal(vault, signer, utc_today(), now=after(utc_today()))
+
 
 @pytest.mark.parametrize("cold_flavour", ["seaweedfs"], indirect=True)
 def test_a_missing_seal_day_and_a_late_entry_are_named(vault: Vault) -> None:
