@@ -34,6 +34,7 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import json
 import re
 import time as _time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -269,16 +270,6 @@ def list_seal_objects(store: SegmentStore) -> list[str]:
     return sorted(keys)
 
 
-def list_seals(store: SegmentStore) -> dict[dt.date, str]:
-    """Day -> seal key for every seal currently on the cold site."""
-    found = {}
-    for key in list_seal_objects(store):
-        day = day_of_seal_key(store.prefix, key)
-        if day is not None:
-            found[day] = key
-    return dict(sorted(found.items()))
-
-
 def seal_versions(store: SegmentStore) -> dict[str, int]:
     """Every key ever written under journal/seals/ with its number of versions and delete markers (one
     listing). Unlike a plain listing it also shows a seal hidden behind a delete marker."""
@@ -316,8 +307,6 @@ class StoredSeal:
 
 
 def read_seal(store: SegmentStore, key: str) -> StoredSeal:
-    import json
-
     body, version = store.read_object(key)
     try:
         seal = json.loads(body)
