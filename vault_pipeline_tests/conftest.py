@@ -153,6 +153,17 @@ def tracking_dsn(pg_server: Any) -> Iterator[str]:
 
 
 @pytest.fixture
+def secondary_dsn(pg_server: Any) -> Iterator[str]:
+    """An empty database, as on a secondary site: the target of rebuild_tracking_db."""
+    name = unique("secondary").replace("-", "_")
+    pg_server.create_database(name)
+    dsn = pg_server.dsn(name)
+    yield dsn
+    close_shared_store(dsn)
+    pg_server.drop_database(name)
+
+
+@pytest.fixture
 def vault(
     request: pytest.FixtureRequest, cold_flavour: str, hot_site: Any, tracking_dsn: str,
     monkeypatch: pytest.MonkeyPatch,
