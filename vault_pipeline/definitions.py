@@ -7,9 +7,11 @@ from dagster import Definitions, EnvVar, in_process_executor
 
 from vault_pipeline.assets.journal import journal_seal
 from vault_pipeline.assets.replication import cold_copies, hot_deletions, hot_inventory
+from vault_pipeline.assets.secondary_site import rebuilt_tracking_db
 from vault_pipeline.assets.verification import verification_report
 from vault_pipeline.checks.cold_copies import cold_copies_checks
 from vault_pipeline.jobs.journal_seal import build_journal_seal_schedule, journal_seal_job
+from vault_pipeline.jobs.rebuild import rebuild_tracking_db_job
 from vault_pipeline.jobs.replication import replication_job
 from vault_pipeline.jobs.restore_drill import build_restore_drill_schedule, restore_drill_job
 from vault_pipeline.jobs.verification import build_verification_schedules, cold_copies_checks_job, verification_job
@@ -23,9 +25,11 @@ from vault_pipeline.resources import (
 )
 from vault_pipeline.resources.alerts import alerts_resource_from_env
 from vault_pipeline.resources.journal import journal_resource_from_env
+from vault_pipeline.resources.rebuild_target import rebuild_target_from_env
 from vault_pipeline.resources.restore_drill import RestoreDrillResource
 from vault_pipeline.sensors.alerts import build_alert_sensors, declared_check_keys
 from vault_pipeline.sensors.hot_bucket import build_hot_bucket_sensor
+from vault_pipeline.sensors.journal_tail import build_journal_tail_sensor
 from vault_pipeline.sensors.restore_drill import build_restore_drill_followup_sensor
 from vault_pipeline.settings import VaultSettings, load_settings
 
@@ -74,6 +78,7 @@ def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = No
             retention_years=settings.journal_retention_years or max(policy.years_by_type.values()),
             public_keys=[k.strip() for k in settings.journal_public_keys.split(",") if k.strip()],
         ),
+        "rebuild_target": rebuild_target_from_env(),
         "restore_drill": RestoreDrillResource(
             sample_size=settings.restore_drill_sample_size, tier=settings.restore_drill_tier,
             deadline_hours=settings.restore_drill_deadline_hours,
@@ -105,13 +110,20 @@ def build_definitions(settings: VaultSettings) -> Definitions:
     # The alert sensors watch every asset check the definitions above declare, so they are added last.
     alert_sensors = build_alert_sensors(
         check_keys=declared_check_keys([*(core.assets or []), *(core.asset_checks or [])]),
-        monitored_jobs=[replication_job, verification_job, cold_copies_checks_job, restore_drill_job, journal_seal_job],
+        monitored_jobs=[replication_job, verification_job, cold_copies_checks_job, restore_drill_job, journal_seal_job,
+                        rebuild_tracking_db_job],
         minimum_interval_seconds=settings.alert_sensor_interval_seconds,
     )
     # The daily journal seal (docs/journal.md).
     journal = Definitions(assets=[journal_seal], jobs=[journal_seal_job],
                           schedules=[build_journal_seal_schedule(settings.journal_seal_cron)])
-    return Definitions.merge(core, journal, Definitions(sensors=alert_sensors))
+    # The secondary site's reconstruction (docs/secondary-site.md): a job, and a sensor stopped by default.
+    secondary = Definitions(
+        assets=[rebuilt_tracking_db], jobs=[rebuild_tracking_db_job],
+        sensors=[build_journal_tail_sensor(rebuild_tracking_db_job,
+                                           minimum_interval_seconds=settings.rebuild_sensor_interval_seconds,
+                                           lag_alert_seconds=settings.rebuild_lag_alert_seconds)])
+    return Definitions.merge(core, journal, secondary, Definitions(sensors=alert_sensors))
 
 
 defs = build_definitions(load_settings()[0])

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-AlertKind = Literal["check", "run"]
+AlertKind = Literal["check", "run", "lag"]
 EventKind = Literal["alert", "recovery"]
 SOURCE = "vault-pipeline"
 MAX_KEYS = 20  # failing keys carried by a payload; the check's own metadata has the full picture
@@ -52,7 +52,7 @@ class Alert:
 
     @property
     def what(self) -> str:
-        return f"check {self.subject}" if self.kind == "check" else f"run of {self.subject}"
+        return {"check": f"check {self.subject}", "lag": self.subject}.get(self.kind, f"run of {self.subject}")
 
 
 def alert_key(kind: str, subject: str, partition: str) -> str:
@@ -101,7 +101,10 @@ def _keys_phrase(keys: tuple[str, ...], total: int | None = None) -> str:
 def alert_payload(alert: Alert, *, at: dt.datetime) -> dict[str, Any]:
     """The JSON of an alert: a human `text` line and the structured fields."""
     total = alert.details.get("objects_failing") if isinstance(alert.details.get("objects_failing"), int) else None
-    text = f"[{SOURCE}] ALERT {alert.severity}: {alert.what} failed for {alert.partition}"
+    if alert.kind == "lag":  # a metric over its threshold, not a failure of one partition
+        text = f"[{SOURCE}] ALERT {alert.severity}: {alert.what} over its threshold"
+    else:
+        text = f"[{SOURCE}] ALERT {alert.severity}: {alert.what} failed for {alert.partition}"
     text += f": {alert.description.rstrip('.')}." if alert.description else "."
     text += _keys_phrase(alert.failing_keys, total) + _short_run(alert.run_id)
     return _payload(alert, "alert", text, at)
@@ -118,9 +121,10 @@ def recovery_payload(
     """
     kind = alert_fields.get("kind", "check")
     subject = alert_fields.get("subject") or ""
-    what = f"check {subject}" if kind == "check" else f"run of {subject}"
-    passed = "passes again" if kind == "check" else "succeeded"
-    count = f"{occurrences} failing evaluation(s)" if kind == "check" else f"{occurrences} failed run(s)"
+    what = {"check": f"check {subject}", "lag": subject}.get(kind, f"run of {subject}")
+    passed = {"check": "passes again", "lag": "is back under its threshold"}.get(kind, "succeeded")
+    count = {"check": f"{occurrences} failing evaluation(s)", "lag": f"{occurrences} observation(s) over it"}.get(
+        kind, f"{occurrences} failed run(s)")
     text = (f"[{SOURCE}] RESOLVED: {what} {passed} for {alert_fields.get('partition')} "
             f"(failing since {_iso(first_seen)}, {count}).")
     if not alert_delivered:

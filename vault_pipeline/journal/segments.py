@@ -86,6 +86,7 @@ class StoredSegment:
 class ListedSegment:
     key: str
     first_seq: int
+    last_modified: dt.datetime | None = None  # when the cold site stored it
 
 
 class SegmentStore:
@@ -150,7 +151,7 @@ class SegmentStore:
             for obj in page.get("Contents") or []:
                 first = first_seq_of(self.prefix, obj["Key"])
                 if first is not None and first > after_seq:
-                    yield ListedSegment(obj["Key"], first)
+                    yield ListedSegment(obj["Key"], first, obj.get("LastModified"))
 
     def rewritten_segments(self) -> dict[str, int]:
         """Segment keys with more than one version or a delete marker: each was altered after its write."""
