@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import io
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from queue import Full, Queue
 from typing import Any, Literal
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from vault_pipeline.journal.chain import GENESIS_HASH, ChainError, ChainState
+from vault_pipeline.journal.chain import GENESIS_HASH, ChainError, ChainState, canonical_json
 from vault_pipeline.journal.entries import BUSINESS_COLUMNS, parse_time, row_from_copy
 from vault_pipeline.journal.reader import read_segments
 from vault_pipeline.journal.segments import JournalError, SegmentStore, StoredSegment
@@ -48,7 +48,6 @@ from vault_pipeline.replication.verify import (
 
 Mode = Literal["full", "incremental"]
 REBUILD_LOCK_NAMESPACE = 0x7262646C  # "rbdl": pg_advisory_lock(namespace, hashtext(site)) on the target
-ENTRY_LINK_FIELDS = ("seq", "time", "prev_hash", "entry_hash")
 # Columns a replayed copy writes; hot_deleted_at is kept when a copy does not carry one (as on the primary,
 # where a re-replication leaves it alone).
 UPSERT_COLUMNS = tuple(c for c in BUSINESS_COLUMNS if c != "object_key" and c != "source_bucket")
@@ -123,7 +122,7 @@ def rebuild_tracking_db(
                                last_hash=start.last_hash, last_entry_time=last_time)
         try:
             try:
-                for segment, state in read_segments(segments, start):
+                for segment, state in prefetched(read_segments(segments, start)):
                     _apply_segment(conn, site, segment, state, report)
                     if progress:
                         progress(report)
@@ -142,6 +141,43 @@ def rebuild_tracking_db(
 
 
 # -- replay -------------------------------------------------------------------------------------------
+def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Iterate `items` in a background thread, `depth` ahead: the next segments are fetched, decoded and
+    chain-checked while the database applies the current one (its waits release the GIL). An exception
+    of the producer is raised here, in order, after the items before it."""
+    queue: Queue[tuple[str, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put(("item", item), timeout=0.5)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            queue.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="vault-rebuild-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
 def _apply_segment(conn: psycopg.Connection, site: str, segment: StoredSegment, state: ChainState,
                    report: RebuildReport) -> None:
     rows: dict[tuple[str, str], dict[str, Any]] = {}  # last writer wins inside the segment too
@@ -211,30 +247,15 @@ def _apply_segment(conn: psycopg.Connection, site: str, segment: StoredSegment, 
     report.next_seq, report.last_hash, report.last_entry_time = state.next_seq, state.last_hash, last_time
 
 
-def _copy_text(value: Any) -> str:
-    """One field in COPY text format."""
-    if value is None:
-        return r"\N"
-    if isinstance(value, list):
-        inner = ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value)
-        value = "{" + inner + "}"
-    elif isinstance(value, dt.datetime | dt.date):
-        value = value.isoformat()
-    text = str(value)
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
 def _upsert_rows(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     columns = BUSINESS_COLUMNS
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS rebuild_rows (LIKE vault_secure.replication_status"
                  " INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-    buffer = io.StringIO()
-    for row in rows:
-        buffer.write("\t".join(_copy_text(row.get(c)) for c in columns) + "\n")
     with conn.cursor().copy(f"COPY rebuild_rows ({', '.join(columns)}) FROM STDIN") as copy:
-        copy.write(buffer.getvalue())
+        for row in rows:
+            copy.write_row([row.get(c) for c in columns])
     assignments = ", ".join(
         f"{c} = COALESCE(EXCLUDED.{c}, r.{c})" if c == "hot_deleted_at" else f"{c} = EXCLUDED.{c}"
         for c in UPSERT_COLUMNS)
@@ -248,18 +269,23 @@ def _upsert_rows(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def _copy_entries(conn: psycopg.Connection, site: str, segment: StoredSegment) -> None:
-    with conn.cursor() as cur:
-        cur.executemany(
-            """
-            INSERT INTO vault_secure.journal_entries
-                (site, action, object_key, version_id, fields, seq, entry, entry_hash, segment_key, written_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now())
-            ON CONFLICT (site, seq) DO NOTHING
-            """,
-            [(site, e["action"], e["key"], e.get("version_id"),
-              Jsonb({k: v for k, v in e.items() if k not in ENTRY_LINK_FIELDS}), e["seq"], Jsonb(e),
-              e["entry_hash"], segment.key) for e in segment.entries],
-        )
+    """The entries into the target's journal index, from their stored JSON text (no re-encoding). For a
+    replayed entry `fields` holds the whole entry: the flusher only reads `fields` of unsequenced ones."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS rebuild_entries (LIKE vault_secure.journal_entries"
+                 " INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+    lines = segment.lines or tuple(canonical_json(e) for e in segment.entries)
+    with conn.cursor().copy(
+            "COPY rebuild_entries (site, action, object_key, version_id, fields, seq, entry, entry_hash, segment_key)"
+            " FROM STDIN") as copy:
+        for entry, line in zip(segment.entries, lines, strict=True):
+            text = line.decode("utf-8")
+            copy.write_row([site, entry["action"], entry["key"], entry.get("version_id"), text, entry["seq"], text,
+                            entry["entry_hash"], segment.key])
+    conn.execute(
+        "INSERT INTO vault_secure.journal_entries"
+        " (site, action, object_key, version_id, fields, seq, entry, entry_hash, segment_key, written_at)"
+        " SELECT site, action, object_key, version_id, fields, seq, entry, entry_hash, segment_key, now()"
+        " FROM rebuild_entries ON CONFLICT (site, seq) DO NOTHING")
 
 
 # -- sweep --------------------------------------------------------------------------------------------

@@ -58,6 +58,10 @@ def encode_segment(entries: Sequence[dict[str, Any]]) -> bytes:
     return b"".join(canonical_json(entry) + b"\n" for entry in entries)
 
 
+def segment_lines(body: bytes) -> list[bytes]:
+    return [line for line in body.split(b"\n") if line]
+
+
 def decode_segment(key: str, body: bytes) -> list[dict[str, Any]]:
     entries = []
     for number, line in enumerate(body.split(b"\n"), start=1):
@@ -80,6 +84,7 @@ class StoredSegment:
     version_id: str | None
     entries: list[dict[str, Any]]
     sha256: str
+    lines: tuple[bytes, ...] = ()  # each entry's JSON exactly as stored (same order as entries)
 
 
 @dataclass(frozen=True)
@@ -189,4 +194,5 @@ class SegmentStore:
             raise JournalError(f"segment {key} is empty")
         if entries[0].get("seq") != first:
             raise JournalError(f"segment {key} starts at seq {entries[0].get('seq')}, its key says {first}")
-        return StoredSegment(key, first, version, entries, hashlib.sha256(body).hexdigest())
+        return StoredSegment(key, first, version, entries, hashlib.sha256(body).hexdigest(),
+                             tuple(segment_lines(body)))
