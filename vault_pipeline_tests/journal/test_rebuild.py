@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 
 from vault_pipeline.journal.entries import BUSINESS_COLUMNS
 from vault_pipeline.journal.rebuild import RebuildError, rebuild_tracking_db
+from vault_pipeline.journal.seal import Sealer, SealSigner
 from vault_pipeline.journal.segments import SegmentStore
 from vault_pipeline.journal.writer import JournalWriter
 from vault_pipeline_tests.conftest import Vault, today_key
@@ -125,6 +126,12 @@ def test_incremental_rebuild_applies_only_what_was_journaled_since(vault: Vault,
 
     nothing = rebuild(vault, secondary_dsn, mode="incremental")
     assert (nothing.entries_applied, nothing.start_seq) == (0, incremental.next_seq)
+
+    # A promoted secondary can seal the journal it replayed (its index of entries came with the replay).
+    today = dt.datetime.now(dt.UTC).date()
+    sealed = Sealer(secondary_dsn, SegmentStore(vault.cold, vault.cold_bucket), SealSigner.generate()).seal_through(
+        today, now=dt.datetime.combine(today + dt.timedelta(days=1), dt.time(1), tzinfo=dt.UTC))
+    assert sealed.target is not None and sealed.target.seal["tree_size"] == incremental.next_seq - 1
 
 
 def test_a_rewritten_segment_stops_the_rebuild_at_that_segment(vault: Vault, secondary_dsn: str) -> None:
