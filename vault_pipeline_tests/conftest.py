@@ -142,25 +142,25 @@ def cold_flavour(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def tracking_dsn(pg_server: Any) -> Iterator[str]:
-    name = unique("vault").replace("-", "_")
+def fresh_database(pg_server: Any, prefix: str) -> Iterator[str]:
+    """A new empty database for one test, dropped after it."""
+    name = unique(prefix).replace("-", "_")
     pg_server.create_database(name)
     dsn = pg_server.dsn(name)
     yield dsn
     close_shared_store(dsn)
     pg_server.drop_database(name)
+
+
+@pytest.fixture
+def tracking_dsn(pg_server: Any) -> Iterator[str]:
+    yield from fresh_database(pg_server, "vault")
 
 
 @pytest.fixture
 def secondary_dsn(pg_server: Any) -> Iterator[str]:
     """An empty database, as on a secondary site: the target of rebuild_tracking_db."""
-    name = unique("secondary").replace("-", "_")
-    pg_server.create_database(name)
-    dsn = pg_server.dsn(name)
-    yield dsn
-    close_shared_store(dsn)
-    pg_server.drop_database(name)
+    yield from fresh_database(pg_server, "secondary")
 
 
 @pytest.fixture

@@ -39,10 +39,10 @@ def parse_time(value: Any) -> dt.datetime | None:
     return dt.datetime.fromisoformat(str(value)).astimezone(dt.UTC)
 
 
-def copy_fields(row: Mapping[str, Any], *, run_id: str | None, adopted: bool) -> dict[str, Any]:
-    """The entry of a verified copy, from the replication_status row as it was just written."""
+def _written(row: Mapping[str, Any], action: str, run_id: str | None) -> dict[str, Any]:
+    """The fields every entry about a row's cold version has."""
     return {
-        "action": "copy",
+        "action": action,
         "bucket": row["destination_bucket"],
         "key": row["object_key"],
         "version_id": row["cold_version_id"],
@@ -52,6 +52,13 @@ def copy_fields(row: Mapping[str, Any], *, run_id: str | None, adopted: bool) ->
         "retain_until": iso(row["retain_until"]),
         "source_etag": row["source_etag"],
         "run_id": run_id,
+    }
+
+
+def copy_fields(row: Mapping[str, Any], *, run_id: str | None, adopted: bool) -> dict[str, Any]:
+    """The entry of a verified copy, from the replication_status row as it was just written."""
+    return {
+        **_written(row, "copy", run_id),
         "source_bucket": row["source_bucket"],
         "source_version_id": row["source_version_id"],
         "source_last_modified": iso(row["source_last_modified"]),
@@ -74,36 +81,12 @@ def copy_fields(row: Mapping[str, Any], *, run_id: str | None, adopted: bool) ->
 
 def retention_fields(row: Mapping[str, Any], *, run_id: str | None, how: str) -> dict[str, Any]:
     """A lock set or extended on an existing cold version (PutObjectRetention)."""
-    return {
-        "action": "retention_extend",
-        "bucket": row["destination_bucket"],
-        "key": row["object_key"],
-        "version_id": row["cold_version_id"],
-        "sha256": row["sha256"],
-        "size": int(row["file_size"]),
-        "document_type": row["document_type"],
-        "retain_until": iso(row["retain_until"]),
-        "source_etag": row["source_etag"],
-        "run_id": run_id,
-        "lock": how,
-    }
+    return {**_written(row, "retention_extend", run_id), "lock": how}
 
 
 def hot_delete_fields(row: Mapping[str, Any], *, run_id: str | None) -> dict[str, Any]:
-    return {
-        "action": "hot_delete",
-        "bucket": row["destination_bucket"],
-        "key": row["object_key"],
-        "version_id": row["cold_version_id"],
-        "sha256": row["sha256"],
-        "size": int(row["file_size"]),
-        "document_type": row["document_type"],
-        "retain_until": iso(row["retain_until"]),
-        "source_etag": row["source_etag"],
-        "run_id": run_id,
-        "source_bucket": row["source_bucket"],
-        "hot_deleted_at": iso(row["hot_deleted_at"]),
-    }
+    return {**_written(row, "hot_delete", run_id), "source_bucket": row["source_bucket"],
+            "hot_deleted_at": iso(row["hot_deleted_at"])}
 
 
 def report_fields(*, bucket: str, key: str, version_id: str | None, sha256: str, size: int,

@@ -34,7 +34,6 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
-import json
 import re
 import time as _time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -50,7 +49,14 @@ from vault_pipeline.journal.chain import GENESIS_HASH, ChainError, ChainState, c
 from vault_pipeline.journal.entries import iso, parse_time
 from vault_pipeline.journal.merkle import leaf_hash, root_from_leaf_hashes
 from vault_pipeline.journal.reader import RewrittenSegment
-from vault_pipeline.journal.segments import SEAL_DIR, JournalError, ListedSegment, SegmentExists, SegmentStore
+from vault_pipeline.journal.segments import (
+    SEAL_DIR,
+    JournalError,
+    ListedSegment,
+    SegmentExists,
+    SegmentStore,
+    json_object,
+)
 from vault_pipeline.journal.writer import JournalWriter
 
 SEAL_FORMAT = "vault-pipeline/journal-seal/v1"
@@ -308,13 +314,7 @@ class StoredSeal:
 
 def read_seal(store: SegmentStore, key: str) -> StoredSeal:
     body, version = store.read_object(key)
-    try:
-        seal = json.loads(body)
-    except ValueError as exc:
-        raise SealError(f"seal {key} is not JSON ({exc})") from None
-    if not isinstance(seal, dict):
-        raise SealError(f"seal {key} is not a JSON object")
-    return StoredSeal(key, version, seal, body)
+    return StoredSeal(key, version, json_object(body, f"seal {key}", SealError), body)
 
 
 # -- reading the journal from a seq -------------------------------------------------------------

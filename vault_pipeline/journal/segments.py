@@ -62,19 +62,20 @@ def segment_lines(body: bytes) -> list[bytes]:
     return [line for line in body.split(b"\n") if line]
 
 
+def json_object(text: bytes, where: str, error: type[Exception] = JournalError) -> dict[str, Any]:
+    """A JSON object read from the cold site, or `error` saying where it is not one."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise error(f"{where} is not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise error(f"{where} is not a JSON object")
+    return value
+
+
 def decode_segment(key: str, body: bytes) -> list[dict[str, Any]]:
-    entries = []
-    for number, line in enumerate(body.split(b"\n"), start=1):
-        if not line:
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError as exc:
-            raise JournalError(f"segment {key}: line {number} is not JSON ({exc})") from None
-        if not isinstance(entry, dict):
-            raise JournalError(f"segment {key}: line {number} is not a JSON object")
-        entries.append(entry)
-    return entries
+    return [json_object(line, f"segment {key}: line {number}")
+            for number, line in enumerate(body.split(b"\n"), start=1) if line]
 
 
 @dataclass(frozen=True)
