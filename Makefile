@@ -38,6 +38,12 @@ test: install lint
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+## Copy benchmark against rclone and a naive boto3 loop (docs/benchmarks.md): BENCH_ARGS="--scale 0.2 --runs 2"
+.PHONY: bench
+bench: install
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	$(BIN)/python benchmarks/copy_bench.py $(BENCH_ARGS)
+
 ## Delete the embedded stack's data (.vault/). Locked cold objects go with it: dev data only.
 clean-stack:
 	rm -rf .vault

@@ -1,0 +1,1 @@
+"""The copy benchmark of issue 5 (benchmarks/copy_bench.py): workloads, contenders, measurement, report."""
