@@ -1,0 +1,118 @@
+"""What the benchmark asks `dagster dev`, through the webserver's GraphQL API (what the UI itself reads).
+
+Sensor ticks (when each started and ended, which runs it requested), the runs of a job (created, started,
+ended, per-step timings) and the lifecycle events of one run (enqueued, starting, started, finished).
+Times are Unix seconds (floats) as Dagster records them.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+LOCATION = "vault_pipeline"  # workspace.yaml
+REPOSITORY = "__repository__"  # a code location defined by one Definitions object
+LIFECYCLE_EVENTS = {
+    "RunEnqueuedEvent": "enqueued", "RunStartingEvent": "starting",
+    "RunStartEvent": "started", "RunSuccessEvent": "succeeded", "RunFailureEvent": "failed",
+}
+
+_SENSOR = """
+query Sensor($selector: SensorSelector!, $limit: Int) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor {
+      minIntervalSeconds
+      sensorState { status ticks(limit: $limit) { tickId status timestamp endTimestamp runIds skipReason
+                                                   error { message } } }
+    }
+    ... on PythonError { message }
+    ... on SensorNotFoundError { message }
+  }
+}"""
+
+_RUNS = """
+query Runs($filter: RunsFilter, $limit: Int) {
+  runsOrError(filter: $filter, limit: $limit) {
+    __typename
+    ... on Runs {
+      results { runId status creationTime startTime endTime tags { key value }
+                stepStats { stepKey status startTime endTime } }
+    }
+    ... on PythonError { message }
+  }
+}"""
+
+_EVENTS = """
+query Events($runId: ID!, $after: String) {
+  logsForRun(runId: $runId, afterCursor: $after, limit: 1000) {
+    __typename
+    ... on EventConnection { cursor hasMore events { __typename ... on MessageEvent { timestamp stepKey } } }
+    ... on PythonError { message }
+  }
+}"""
+
+
+class DagsterApiError(RuntimeError):
+    pass
+
+
+class DagsterApi:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/") + "/graphql"
+        self.timeout = timeout
+
+    def query(self, text: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = json.dumps({"query": text, "variables": variables or {}}).encode()
+        request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                answer = json.loads(response.read())
+        except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as exc:
+            raise DagsterApiError(f"{self.url}: {exc}") from exc
+        if answer.get("errors"):
+            raise DagsterApiError(f"GraphQL errors: {answer['errors']}")
+        return answer["data"]
+
+    def answers(self) -> bool:
+        try:
+            self.query("{ version }")
+            return True
+        except DagsterApiError:
+            return False
+
+    def sensor(self, name: str, tick_limit: int = 1000) -> dict[str, Any]:
+        """{'minIntervalSeconds', 'status', 'ticks': newest first}; DagsterApiError while it is not loaded."""
+        selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "sensorName": name}
+        found = self.query(_SENSOR, {"selector": selector, "limit": tick_limit})["sensorOrError"]
+        if found["__typename"] != "Sensor":
+            raise DagsterApiError(f"sensor {name}: {found['__typename']}: {found.get('message')}")
+        state = found["sensorState"]
+        return {"minIntervalSeconds": found["minIntervalSeconds"], "status": state["status"],
+                "ticks": state["ticks"]}
+
+    def runs(self, job: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """Runs of `job`, newest first, tags as a dict."""
+        found = self.query(_RUNS, {"filter": {"pipelineName": job}, "limit": limit})["runsOrError"]
+        if found["__typename"] != "Runs":
+            raise DagsterApiError(f"runs of {job}: {found['__typename']}: {found.get('message')}")
+        return [{**run, "tags": {t["key"]: t["value"] for t in run["tags"]}} for run in found["results"]]
+
+    def lifecycle(self, run_id: str) -> dict[str, float]:
+        """When the run was enqueued, dequeued and handed to the launcher (RUN_STARTING), started in its
+        worker process and finished (first occurrence of each), in Unix seconds."""
+        times: dict[str, float] = {}
+        after: str | None = None
+        while True:
+            found = self.query(_EVENTS, {"runId": run_id, "after": after})["logsForRun"]
+            if found["__typename"] != "EventConnection":
+                raise DagsterApiError(f"events of {run_id}: {found['__typename']}: {found.get('message')}")
+            for event in found["events"]:
+                name = LIFECYCLE_EVENTS.get(event["__typename"])
+                if name and name not in times:
+                    times[name] = int(event["timestamp"]) / 1000.0  # milliseconds, as a string
+            if not found["hasMore"]:
+                return times
+            after = found["cursor"]

@@ -1,0 +1,33 @@
+"""`vault-pipeline dev` (what `make run` runs) on the ports and data directory the latency benchmark chose.
+
+    python benchmarks/latencybench/run_dev.py ROOT --pg-port P --hot-port H --cold-port C --ui-port U
+
+The same function as the CLI's `dev` command (vault_pipeline/cli.py), with the same dagster.yaml and
+workspace.yaml: the embedded stack under ROOT, `dagster dev` with DAGSTER_HOME = ROOT/dagster_home and
+the sensors running by default. Only the root and the ports differ from `make run` (fixed ports there).
+SIGINT stops everything in order (Dagster, the S3 sites, PostgreSQL), exactly like Ctrl-C in `make run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vault_pipeline.cli import REPO_ROOT
+from vault_pipeline.devstack.runner import run_stack_forever
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", type=Path)
+    for name in ("pg", "hot", "cold", "ui"):
+        parser.add_argument(f"--{name}-port", type=int, required=True)
+    args = parser.parse_args(argv)
+    return run_stack_forever(args.root.resolve(), dagster=True, dagster_yaml=REPO_ROOT / "dagster.yaml",
+                             workspace=REPO_ROOT / "workspace.yaml", pg_port=args.pg_port, hot_port=args.hot_port,
+                             cold_port=args.cold_port, ui_port=args.ui_port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
