@@ -58,6 +58,9 @@ class CopyOptions:
     part_size: int = 8 * MiB
     part_concurrency: int = 4
     reserved_prefixes: tuple[str, ...] = ()  # cold prefixes the pipeline writes itself (reports, journal)
+    # Write a first copy with If-None-Match: * instead of first asking (HEAD) whether one exists: one
+    # request less per object. Servers without conditional writes are detected and asked the old way.
+    conditional_writes: bool = True
 
     def part_size_for(self, size: int) -> int:
         """The configured part size, grown in whole MiB when the object would need over 10,000 parts."""
@@ -88,10 +91,16 @@ class ObjectCopier:
         self.cold, self.cold_bucket = cold, cold_bucket
         self.policy = policy
         self.options = options
+        self._conditional = options.conditional_writes  # turned off for good if the server lacks it
 
     # -- entry point ------------------------------------------------------------------------------
-    def replicate(self, key: str, *, listed_size: int, on_upload: UploadHook | None = None) -> ReplicationOutcome:
-        """Copy `key` (or recognise an existing verified copy of the same source) and verify it."""
+    def replicate(self, key: str, *, listed_size: int, on_upload: UploadHook | None = None,
+                  first_copy: bool = False) -> ReplicationOutcome:
+        """Copy `key` (or recognise an existing verified copy of the same source) and verify it.
+
+        `first_copy`: the manifest knows no cold version of this key, so the write can be conditional
+        (If-None-Match) instead of checked beforehand; if a version exists after all (a copy written by a
+        run that died before recording it), the server refuses and the usual check adopts it."""
         on_upload = on_upload or (lambda _upload_id: None)
         if key.startswith(self.options.reserved_prefixes):
             raise CopyError(f"key {key!r} is under a prefix reserved on the cold site for the pipeline's own "
@@ -100,6 +109,10 @@ class ObjectCopier:
             source, body = self._read_small(key)
             if source.size > self.options.multipart_threshold:  # grew since it was listed
                 return self.replicate(key, listed_size=source.size, on_upload=on_upload)
+            if first_copy and self._conditional:
+                written = self._put_if_absent(source, body)
+                if written is not None:
+                    return written
             return self._copy_small(source, body)
         source = self._head_source(key)
         return self._copy_large(source, on_upload)
@@ -267,6 +280,33 @@ class ObjectCopier:
         except Exception as exc:
             raise wrap(f"PUT cold object {source.key!r}", exc) from exc
         return self._verified(source, sha_hex, expected, retention, None, response.get("VersionId"))
+
+    def _put_if_absent(self, source: SourceObject, body: bytes) -> ReplicationOutcome | None:
+        """The first copy of a key, written only if the key has no version yet; None when it has one (or
+        the server does not do conditional writes): the caller then checks for a copy to adopt."""
+        digest = hashlib.sha256(body).digest()
+        sha_hex = digest.hex()
+        retention = self.policy.resolve(source.metadata, source.last_modified)
+        args = self._lock_args(source, sha_hex, retention, None)
+        try:
+            response = self.cold.put_object(Body=body, ChecksumSHA256=b64(digest), IfNoneMatch="*", **args)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return None
+            if code == "NotImplemented" or status == 501:
+                self._conditional = False
+                return None
+            if isinstance(status, int) and status >= 500:
+                # Still failing after the client's retries. SeaweedFS answers 500 to a conditional PUT of a
+                # key with a ~250-byte segment: the unconditional path (HEAD, then PUT) copies those.
+                return None
+            raise wrap(f"PUT cold object {source.key!r}", exc) from exc
+        except Exception as exc:
+            raise wrap(f"PUT cold object {source.key!r}", exc) from exc
+        return self._verified(source, sha_hex, ExpectedChecksum.full(digest), retention, None,
+                              response.get("VersionId"))
 
     def _copy_large(self, source: SourceObject, on_upload: UploadHook) -> ReplicationOutcome:
         retention = self.policy.resolve(source.metadata, source.last_modified)
