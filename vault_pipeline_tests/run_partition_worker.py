@@ -12,6 +12,8 @@ the copy / journal sequence, so tests can check that the next run repairs exactl
   before_flush            rows and their journal entries are committed, no entry has a seq yet
   after_sequence          entries have their seqs (committed), their segment is not written
   after_segment_put       the segment is on the cold site, the database does not know it was written
+VAULT_TEST_COPY_DELAY_S slows every object copy by that many seconds, like a slow link to the cold site,
+so that a test can make one run still be copying when others start.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def install_kill_point(point: str) -> None:
     from vault_pipeline.replication.tracking import TrackingStore
 
     targets = {
-        "before_mark_replicated": (TrackingStore, "mark_replicated"),
+        "before_mark_replicated": (TrackingStore, "mark_replicated_many"),
         "before_flush": (JournalWriter, "flush"),
         "after_sequence": (SegmentStore, "put_segment"),
         "after_segment_put": (outbox, "mark_written"),
@@ -48,9 +50,25 @@ def install_kill_point(point: str) -> None:
     setattr(owner, name, _die)
 
 
+def install_copy_delay(seconds: float) -> None:
+    import time
+
+    from vault_pipeline.replication.copier import ObjectCopier
+
+    replicate = ObjectCopier.replicate
+
+    def slow_replicate(self: ObjectCopier, *args: object, **kwargs: object) -> object:
+        time.sleep(seconds)
+        return replicate(self, *args, **kwargs)
+
+    ObjectCopier.replicate = slow_replicate  # type: ignore[method-assign]
+
+
 def main() -> int:
     if os.environ.get("VAULT_TEST_KILL_AT"):
         install_kill_point(os.environ["VAULT_TEST_KILL_AT"])
+    if os.environ.get("VAULT_TEST_COPY_DELAY_S"):
+        install_copy_delay(float(os.environ["VAULT_TEST_COPY_DELAY_S"]))
     from vault_pipeline.definitions import defs  # loads and validates the configuration from the environment
 
     partition = sys.argv[1]

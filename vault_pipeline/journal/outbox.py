@@ -33,6 +33,17 @@ def enqueue(conn: psycopg.Connection, fields: Mapping[str, Any]) -> int:
     return int(row[0])
 
 
+def enqueue_many(conn: psycopg.Connection, entries: Sequence[Mapping[str, Any]]) -> None:
+    """enqueue for several entries at once (one pipelined round trip), in order."""
+    if not entries:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO vault_secure.journal_entries (site, action, object_key, version_id, fields)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            [(f["bucket"], f["action"], f["key"], f.get("version_id"), Jsonb(dict(f))) for f in entries])
+
+
 def lock_site(conn: psycopg.Connection, site: str) -> None:
     """Session advisory lock: one flusher (or sealer) per site at a time, across processes."""
     conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (FLUSH_LOCK_NAMESPACE, site))

@@ -150,9 +150,10 @@ def test_overlapping_runs_never_copy_the_same_object_twice(vault: Vault) -> None
     for i in range(200):
         vault.put(f"overlap/{i:03d}.pdf", os.urandom(256 * 1024), {"document-type": "payslip"})
     vault.run_sensor()
-    # Three run processes on the same day, as queued runs of one partition would be: a slow one first,
-    # then two more that join while it is still copying.
-    workers = [vault.start_worker(REPLICATION_CONCURRENCY="1")]
+    # Three run processes on the same day, as queued runs of one partition would be: a slow one first
+    # (one object at a time, 50 ms more per object: >= 10 s for all), then two more that join while it
+    # is still copying.
+    workers = [vault.start_worker(REPLICATION_CONCURRENCY="1", VAULT_TEST_COPY_DELAY_S="0.05")]
     deadline = time.monotonic() + 60
     while not sql(vault.dsn, "SELECT 1 FROM vault_secure.replication_status WHERE status = 'replicated'"):
         assert time.monotonic() < deadline and workers[0].poll() is None, workers[0].communicate()[1][-3000:]
