@@ -44,6 +44,7 @@ def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = No
             bucket=EnvVar("OVH_S3_BUCKET_DOCUMENTS"), addressing_style=settings.hot_addressing_style,
             request_checksum_calculation=settings.hot_request_checksum_calculation,
             response_checksum_validation=settings.hot_response_checksum_validation, max_pool_connections=pool,
+            lean_client=settings.hot_lean_client,
         ),
         "cold_site": ColdSiteResource(
             site_name="cold", endpoint_url=EnvVar("AWS_S3_ENDPOINT"), region=settings.cold_region,
@@ -51,7 +52,7 @@ def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = No
             bucket=EnvVar("AWS_S3_BUCKET_DOCUMENTS_COLD"), addressing_style=settings.cold_addressing_style,
             request_checksum_calculation=settings.cold_request_checksum_calculation,
             response_checksum_validation=settings.cold_response_checksum_validation, max_pool_connections=pool,
-            storage_class=settings.cold_storage_class,
+            storage_class=settings.cold_storage_class, lean_client=settings.cold_lean_client,
         ),
         "tracking_db": TrackingDatabaseResource(dsn=EnvVar("VAULT_DATABASE_URL")),
         "replication": ReplicationSettingsResource(

@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 import boto3
 from botocore.config import Config
+from botocore.credentials import Credentials
+
+from vault_pipeline.replication.lean_s3 import LeanS3Client
 
 ChecksumWhen = Literal["when_supported", "when_required"]
 
@@ -31,6 +34,8 @@ class SiteConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     max_attempts: int = 4  # botocore "standard" retries: throttling, 5xx, connection errors
+    # GET, PUT and HEAD of documents on urllib3 instead of botocore (lean_s3.py): a third of the CPU.
+    lean_client: bool = True
 
     def __repr__(self) -> str:  # never print a secret
         return f"SiteConfig(name={self.name!r}, endpoint_url={self.endpoint_url!r}, bucket={self.bucket!r})"
@@ -52,10 +57,20 @@ def make_client(site: SiteConfig) -> Any:
         tcp_keepalive=True,
     )
     session = boto3.session.Session()
-    return session.client(
+    client = session.client(
         "s3",
         endpoint_url=site.endpoint_url or None,
-        aws_access_key_id=site.access_key_id,
-        aws_secret_access_key=site.secret_access_key,
+        aws_access_key_id=site.access_key_id or None,
+        aws_secret_access_key=site.secret_access_key or None,
         config=config,
+    )
+    if not site.lean_client:
+        return client
+    credentials = (Credentials(site.access_key_id, site.secret_access_key) if site.access_key_id
+                   else session.get_credentials())
+    return LeanS3Client(
+        client, endpoint_url=site.endpoint_url or None, region=site.region, credentials=credentials,
+        addressing_style=site.addressing_style, max_pool_connections=site.max_pool_connections,
+        connect_timeout=site.connect_timeout, read_timeout=site.read_timeout, max_attempts=site.max_attempts,
+        validate_responses=site.response_checksum_validation == "when_supported",
     )

@@ -28,6 +28,7 @@ class S3SiteResource(ConfigurableResource):
     request_checksum_calculation: str = "when_supported"
     response_checksum_validation: str = "when_supported"
     max_pool_connections: int = 64
+    lean_client: bool = True  # documents' GET/PUT/HEAD on urllib3 (replication/lean_s3.py), the rest on boto3
 
     _client: Any = PrivateAttr(default=None)
 
@@ -38,7 +39,7 @@ class S3SiteResource(ConfigurableResource):
             addressing_style=self.addressing_style,  # type: ignore[arg-type]
             request_checksum_calculation=self.request_checksum_calculation,  # type: ignore[arg-type]
             response_checksum_validation=self.response_checksum_validation,  # type: ignore[arg-type]
-            max_pool_connections=self.max_pool_connections,
+            max_pool_connections=self.max_pool_connections, lean_client=self.lean_client,
         )
 
     def client(self) -> Any:
