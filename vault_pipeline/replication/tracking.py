@@ -26,6 +26,57 @@ from vault_pipeline.replication.inventory import ListedObject
 
 MIGRATION_LOCK_ID = 0x7661756C74  # "vault": advisory lock serialising concurrent migrators
 
+# register(): find the listed objects that differ from their row (or have none), then upsert those only.
+# INSERT ... ON CONFLICT DO UPDATE ... WHERE alone would lock, and so write, every conflicting row: every
+# known object on every sweep. A listing page is a sorted run of keys, so the rows to compare it with are
+# read as one index range scan from its first to its last key (`nearby`), four times cheaper than one
+# index probe per key. That range can also hold many rows the listing lacks (objects deleted from the hot
+# site): the scan stops after `cap` rows (twice the page), and a range that did not fit falls back to one
+# probe per key (a LATERAL subquery with LIMIT 1 on the unique key, which no plan turns into a scan of
+# the table). Only one of the two branches runs (a one-time filter). The ON CONFLICT clause still decides
+# on each row's latest version, for a row written meanwhile. partition_day is the UTC day of
+# LastModified, as ListedObject.partition_day. The statement is planned on each call, for the table's
+# current size: a plan cached while the table was small would scan it whole.
+_REGISTER_SQL = """
+    WITH listed AS MATERIALIZED (
+        SELECT * FROM unnest(%(keys)b::text[], %(etags)b::text[], %(sizes)b::bigint[], %(modified)b::timestamptz[])
+            AS listed (object_key, source_etag, file_size, source_last_modified)
+    ), nearby AS MATERIALIZED (
+        SELECT known.object_key, known.source_etag FROM vault_secure.replication_status AS known
+        WHERE known.source_bucket = %(src)s
+          AND known.object_key BETWEEN (SELECT min(object_key) FROM listed) AND (SELECT max(object_key) FROM listed)
+        LIMIT %(cap)s
+    ), differing AS (
+        SELECT listed.* FROM listed LEFT JOIN nearby ON nearby.object_key = listed.object_key
+        WHERE (SELECT count(*) FROM nearby) < %(cap)s AND nearby.source_etag IS DISTINCT FROM listed.source_etag
+        UNION ALL
+        SELECT listed.* FROM listed LEFT JOIN LATERAL (
+            SELECT known.source_etag FROM vault_secure.replication_status AS known
+            WHERE known.source_bucket = %(src)s AND known.object_key = listed.object_key
+            LIMIT 1
+        ) AS stored ON true
+        WHERE (SELECT count(*) FROM nearby) >= %(cap)s AND stored.source_etag IS DISTINCT FROM listed.source_etag
+    )
+    INSERT INTO vault_secure.replication_status AS r
+        (object_key, source_bucket, destination_bucket, source_etag, file_size,
+         source_last_modified, partition_day, status)
+    SELECT object_key, %(src)s, %(dst)s, source_etag, file_size, source_last_modified,
+           (source_last_modified AT TIME ZONE 'UTC')::date, 'pending'
+    FROM differing ORDER BY object_key
+    ON CONFLICT (source_bucket, object_key) DO UPDATE SET
+        source_etag = EXCLUDED.source_etag,
+        file_size = EXCLUDED.file_size,
+        source_last_modified = EXCLUDED.source_last_modified,
+        partition_day = EXCLUDED.partition_day,
+        status = CASE WHEN r.status = 'in_progress' THEN r.status ELSE 'pending' END,
+        retry_count = 0,
+        error_message = NULL,
+        hot_deleted_at = NULL,
+        updated_at = now()
+    WHERE r.source_etag IS DISTINCT FROM EXCLUDED.source_etag
+    RETURNING partition_day, (xmax = 0) AS inserted
+"""
+
 
 class TrackingDatabaseError(RuntimeError):
     """The tracking database cannot be used; the message never contains a password."""
@@ -143,45 +194,21 @@ class TrackingStore:
     ) -> RegisterResult:
         """Bulk diff of listed objects against the manifest: new keys and changed ETags become pending.
 
-        COPY into a temporary table, then one INSERT ... ON CONFLICT: one round trip per page, whatever
-        its size. A changed source of a row being copied keeps its in_progress status; the worker sees
-        the new ETag when it records its result and leaves the row pending for the new content.
+        One statement per call (a listing page), its columns sent as binary arrays (see _REGISTER_SQL).
+        Only the keys that are new or whose ETag differs reach the INSERT ... ON CONFLICT: an unchanged
+        row is read, never locked or written, so a sweep that finds nothing new writes nothing.
+        A changed source of a row being copied keeps its in_progress status; the worker sees the new ETag
+        when it records its result and leaves the row pending for the new content.
         """
+        listed = list({obj.key: obj for obj in objects}.values())  # a key once (the last one listed)
+        if not listed:
+            return RegisterResult(new=0, changed=0, days={})
         with self.pool.connection() as conn, conn.transaction():
-            conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS listed_objects ("
-                " object_key TEXT, source_etag TEXT, file_size BIGINT, source_last_modified TIMESTAMPTZ,"
-                " partition_day DATE) ON COMMIT DELETE ROWS"
-            )
-            with conn.cursor().copy(
-                "COPY listed_objects (object_key, source_etag, file_size, source_last_modified, partition_day)"
-                " FROM STDIN"
-            ) as copy:
-                for obj in objects:
-                    copy.write_row((obj.key, obj.etag, obj.size, obj.last_modified, obj.partition_day))
-            rows = conn.execute(
-                """
-                INSERT INTO vault_secure.replication_status AS r
-                    (object_key, source_bucket, destination_bucket, source_etag, file_size,
-                     source_last_modified, partition_day, status)
-                SELECT DISTINCT ON (object_key) object_key, %(src)s, %(dst)s, source_etag, file_size,
-                       source_last_modified, partition_day, 'pending'
-                FROM listed_objects ORDER BY object_key
-                ON CONFLICT (source_bucket, object_key) DO UPDATE SET
-                    source_etag = EXCLUDED.source_etag,
-                    file_size = EXCLUDED.file_size,
-                    source_last_modified = EXCLUDED.source_last_modified,
-                    partition_day = EXCLUDED.partition_day,
-                    status = CASE WHEN r.status = 'in_progress' THEN r.status ELSE 'pending' END,
-                    retry_count = 0,
-                    error_message = NULL,
-                    hot_deleted_at = NULL,
-                    updated_at = now()
-                WHERE r.source_etag IS DISTINCT FROM EXCLUDED.source_etag
-                RETURNING partition_day, (xmax = 0) AS inserted
-                """,
-                {"src": source_bucket, "dst": destination_bucket},
-            ).fetchall()
+            rows = conn.execute(_REGISTER_SQL, {
+                "keys": [obj.key for obj in listed], "etags": [obj.etag for obj in listed],
+                "sizes": [obj.size for obj in listed], "modified": [obj.last_modified for obj in listed],
+                "src": source_bucket, "dst": destination_bucket, "cap": 2 * len(listed) + 1,
+            }, prepare=False).fetchall()
         days: dict[dt.date, int] = {}
         new = 0
         for day, inserted in rows:
