@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import Any
 
@@ -23,46 +23,52 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from vault_pipeline.journal import outbox as journal
 from vault_pipeline.journal.entries import copy_fields, hot_delete_fields, retention_fields
 from vault_pipeline.replication.inventory import ListedObject
+from vault_pipeline.replication.verify import ColdEvidence
 
 MIGRATION_LOCK_ID = 0x7661756C74  # "vault": advisory lock serialising concurrent migrators
 
-# register(): find the listed objects that differ from their row (or have none), then upsert those only.
-# INSERT ... ON CONFLICT DO UPDATE ... WHERE alone would lock, and so write, every conflicting row: every
-# known object on every sweep. A listing page is a sorted run of keys, so the rows to compare it with are
-# read as one index range scan from its first to its last key (`nearby`), four times cheaper than one
-# index probe per key. That range can also hold many rows the listing lacks (objects deleted from the hot
-# site): the scan stops after `cap` rows (twice the page), and a range that did not fit falls back to one
-# probe per key (a LATERAL subquery with LIMIT 1 on the unique key, which no plan turns into a scan of
-# the table). Only one of the two branches runs (a one-time filter). The ON CONFLICT clause still decides
-# on each row's latest version, for a row written meanwhile. partition_day is the UTC day of
-# LastModified, as ListedObject.partition_day. The statement is planned on each call, for the table's
-# current size: a plan cached while the table was small would scan it whole.
-_REGISTER_SQL = """
+# register() in two statements. _DIFF_SQL finds which listed objects are new or have another ETag than
+# their row; _UPSERT_SQL writes those only. INSERT ... ON CONFLICT DO UPDATE ... WHERE alone would lock,
+# and so write, every conflicting row: every known object on every sweep.
+# A listing page is a sorted run of keys, so the rows to compare it with are read as one index range scan
+# from its first to its last key (`nearby`), four times cheaper than one index probe per key. That range
+# can also hold many rows the listing lacks (objects deleted from the hot site): the scan stops after
+# `cap` rows (twice the page), and a range that did not fit falls back to one probe per key (a LATERAL
+# subquery with LIMIT 1 on the unique key, which no plan turns into a scan of the table). Only one of the
+# two branches runs (a one-time filter). The diff is planned on each call, for the table's current size:
+# a plan cached while the table was small would scan it whole.
+_DIFF_SQL = """
     WITH listed AS MATERIALIZED (
-        SELECT * FROM unnest(%(keys)b::text[], %(etags)b::text[], %(sizes)b::bigint[], %(modified)b::timestamptz[])
-            AS listed (object_key, source_etag, file_size, source_last_modified)
+        SELECT * FROM unnest(%(keys)b::text[], %(etags)b::text[]) WITH ORDINALITY
+            AS listed (object_key, source_etag, ordinal)
     ), nearby AS MATERIALIZED (
         SELECT known.object_key, known.source_etag FROM vault_secure.replication_status AS known
         WHERE known.source_bucket = %(src)s
           AND known.object_key BETWEEN (SELECT min(object_key) FROM listed) AND (SELECT max(object_key) FROM listed)
         LIMIT %(cap)s
-    ), differing AS (
-        SELECT listed.* FROM listed LEFT JOIN nearby ON nearby.object_key = listed.object_key
-        WHERE (SELECT count(*) FROM nearby) < %(cap)s AND nearby.source_etag IS DISTINCT FROM listed.source_etag
-        UNION ALL
-        SELECT listed.* FROM listed LEFT JOIN LATERAL (
-            SELECT known.source_etag FROM vault_secure.replication_status AS known
-            WHERE known.source_bucket = %(src)s AND known.object_key = listed.object_key
-            LIMIT 1
-        ) AS stored ON true
-        WHERE (SELECT count(*) FROM nearby) >= %(cap)s AND stored.source_etag IS DISTINCT FROM listed.source_etag
     )
+    SELECT listed.ordinal FROM listed LEFT JOIN nearby ON nearby.object_key = listed.object_key
+    WHERE (SELECT count(*) FROM nearby) < %(cap)s AND nearby.source_etag IS DISTINCT FROM listed.source_etag
+    UNION ALL
+    SELECT listed.ordinal FROM listed LEFT JOIN LATERAL (
+        SELECT known.source_etag FROM vault_secure.replication_status AS known
+        WHERE known.source_bucket = %(src)s AND known.object_key = listed.object_key
+        LIMIT 1
+    ) AS stored ON true
+    WHERE (SELECT count(*) FROM nearby) >= %(cap)s AND stored.source_etag IS DISTINCT FROM listed.source_etag
+"""
+# The ON CONFLICT clause decides on each row's latest version, so a row written since the diff read it is
+# handled as before. Rows in key order: concurrent registrations lock them in the same order.
+# partition_day is the UTC day of LastModified, as ListedObject.partition_day.
+_UPSERT_SQL = """
     INSERT INTO vault_secure.replication_status AS r
         (object_key, source_bucket, destination_bucket, source_etag, file_size,
          source_last_modified, partition_day, status)
     SELECT object_key, %(src)s, %(dst)s, source_etag, file_size, source_last_modified,
            (source_last_modified AT TIME ZONE 'UTC')::date, 'pending'
-    FROM differing ORDER BY object_key
+    FROM unnest(%(keys)b::text[], %(etags)b::text[], %(sizes)b::bigint[], %(modified)b::timestamptz[])
+        AS listed (object_key, source_etag, file_size, source_last_modified)
+    ORDER BY object_key
     ON CONFLICT (source_bucket, object_key) DO UPDATE SET
         source_etag = EXCLUDED.source_etag,
         file_size = EXCLUDED.file_size,
@@ -129,6 +135,8 @@ class ReplicationOutcome:
     adopted: bool = False  # an existing verified cold version was recognised instead of copied again
     notes: tuple[str, ...] = field(default_factory=tuple)
     lock_repaired: str | None = None  # "set"/"extended": verification itself wrote the lock (PutObjectRetention)
+    # What the verifying HEAD showed, for this run's audit (not stored: the row holds what matters).
+    evidence: ColdEvidence | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -194,9 +202,9 @@ class TrackingStore:
     ) -> RegisterResult:
         """Bulk diff of listed objects against the manifest: new keys and changed ETags become pending.
 
-        One statement per call (a listing page), its columns sent as binary arrays (see _REGISTER_SQL).
-        Only the keys that are new or whose ETag differs reach the INSERT ... ON CONFLICT: an unchanged
-        row is read, never locked or written, so a sweep that finds nothing new writes nothing.
+        One read-only diff per call (a listing page: keys and ETags sent as binary arrays), then one
+        INSERT ... ON CONFLICT of the objects that are new or whose ETag changed, if any (see _DIFF_SQL):
+        an unchanged row is read, never locked or written, so a sweep that finds nothing new writes nothing.
         A changed source of a row being copied keeps its in_progress status; the worker sees the new ETag
         when it records its result and leaves the row pending for the new content.
         """
@@ -204,11 +212,16 @@ class TrackingStore:
         if not listed:
             return RegisterResult(new=0, changed=0, days={})
         with self.pool.connection() as conn, conn.transaction():
-            rows = conn.execute(_REGISTER_SQL, {
+            ordinals = conn.execute(_DIFF_SQL, {
                 "keys": [obj.key for obj in listed], "etags": [obj.etag for obj in listed],
-                "sizes": [obj.size for obj in listed], "modified": [obj.last_modified for obj in listed],
-                "src": source_bucket, "dst": destination_bucket, "cap": 2 * len(listed) + 1,
+                "src": source_bucket, "cap": 2 * len(listed) + 1,
             }, prepare=False).fetchall()
+            differing = [listed[ordinal - 1] for (ordinal,) in ordinals]
+            rows = conn.execute(_UPSERT_SQL, {
+                "keys": [obj.key for obj in differing], "etags": [obj.etag for obj in differing],
+                "sizes": [obj.size for obj in differing], "modified": [obj.last_modified for obj in differing],
+                "src": source_bucket, "dst": destination_bucket,
+            }).fetchall() if differing else []
         days: dict[dt.date, int] = {}
         new = 0
         for day, inserted in rows:
@@ -328,13 +341,11 @@ class TrackingStore:
                 updates.append(_replicated_params(row, outcome, statuses[-1], source_moved, previous))
             written: dict[int, dict[str, Any]] = {}
             if updates:
+                columns = {name: [u[name] for u in updates] for name in _MARK_REPLICATED_ARRAYS}
+                columns["prev"] = [json.dumps(u["prev"]) for u in updates]
                 with conn.cursor(row_factory=dict_row) as cur:
-                    cur.executemany(_MARK_REPLICATED_SQL, updates, returning=True)
-                    while True:
-                        for written_row in cur.fetchall():
-                            written[written_row["id"]] = written_row
-                        if not cur.nextset():
-                            break
+                    for written_row in cur.execute(_MARK_REPLICATED_SQL, columns).fetchall():
+                        written[written_row["id"]] = written_row
             entries: list[dict[str, Any]] = []
             audits: list[tuple[Any, ...]] = []
             for (row, outcome, duration_s), status in zip(copies, statuses, strict=True):
@@ -347,17 +358,19 @@ class TrackingStore:
                 if outcome.lock_repaired:
                     entries.append(retention_fields(copied, run_id=run_id, how=outcome.lock_repaired))
                 entries.append(copy_fields(copied, run_id=run_id, adopted=outcome.adopted))
-                details = {k: _jsonable(v) for k, v in asdict(outcome).items()}
+                details = {f.name: _jsonable(getattr(outcome, f.name)) for f in fields(outcome)
+                           if f.name != "evidence"}
                 details["duration_s"] = round(duration_s, 3)
                 details["status_after"] = status
-                audits.append(("REPLICATION_SUCCESS", row.object_key, done["source_bucket"], run_id,
-                               json.dumps(details)))
+                audits.append((row.object_key, done["source_bucket"], json.dumps(details)))
             journal.enqueue_many(conn, entries)
             if audits:
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO vault_secure.audit_logs (event_type, object_key, source_bucket, run_id, metadata)"
-                        " VALUES (%s, %s, %s, %s, %s)", audits)
+                conn.execute(
+                    "INSERT INTO vault_secure.audit_logs (event_type, object_key, source_bucket, run_id, metadata)"
+                    " SELECT 'REPLICATION_SUCCESS', object_key, source_bucket, %s, metadata::jsonb"
+                    " FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY"
+                    " AS a (object_key, source_bucket, metadata, n) ORDER BY n",
+                    (run_id, [a[0] for a in audits], [a[1] for a in audits], [a[2] for a in audits]))
         return statuses
 
     def mark_failed(
@@ -540,22 +553,33 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+# One statement for a whole group of copies: each column travels as an array (unnest), instead of one
+# UPDATE per copy, whose per-statement cost dominated recording small documents.
+_MARK_REPLICATED_ARRAYS = ("id", "status", "moved", "etag", "sver", "size", "lm", "day", "sha", "ck", "ckt", "ps",
+                           "dt", "sdt", "years", "until", "base", "sc", "ver", "cetag", "adopted")
 _MARK_REPLICATED_SQL = """
-    UPDATE vault_secure.replication_status SET
-        status = %(status)s, source_etag = CASE WHEN %(moved)s THEN source_etag ELSE %(etag)s END,
-        source_version_id = %(sver)s, file_size = CASE WHEN %(moved)s THEN file_size ELSE %(size)s END,
-        source_last_modified = CASE WHEN %(moved)s THEN source_last_modified ELSE %(lm)s END,
-        partition_day = CASE WHEN %(moved)s THEN partition_day ELSE %(day)s END,
-        sha256 = %(sha)s, cold_checksum = %(ck)s, cold_checksum_type = %(ckt)s, part_size = %(ps)s,
-        document_type = %(dt)s, source_document_type = %(sdt)s, retention_years = %(years)s,
-        retain_until = %(until)s, retention_base = %(base)s, storage_class = %(sc)s,
-        cold_version_id = %(ver)s, cold_etag = %(cetag)s, cold_upload_id = NULL,
-        previous_cold_version_ids = %(prev)s,
-        replication_count = replication_count + CASE WHEN %(adopted)s THEN 0 ELSE 1 END,
+    UPDATE vault_secure.replication_status AS r SET
+        status = u.status, source_etag = CASE WHEN u.moved THEN r.source_etag ELSE u.etag END,
+        source_version_id = u.sver, file_size = CASE WHEN u.moved THEN r.file_size ELSE u.size END,
+        source_last_modified = CASE WHEN u.moved THEN r.source_last_modified ELSE u.lm END,
+        partition_day = CASE WHEN u.moved THEN r.partition_day ELSE u.day END,
+        sha256 = u.sha, cold_checksum = u.ck, cold_checksum_type = u.ckt, part_size = u.ps,
+        document_type = u.dt, source_document_type = u.sdt, retention_years = u.years,
+        retain_until = u.until, retention_base = u.base, storage_class = u.sc,
+        cold_version_id = u.ver, cold_etag = u.cetag, cold_upload_id = NULL,
+        previous_cold_version_ids = ARRAY(SELECT jsonb_array_elements_text(u.prev::jsonb)),
+        replication_count = r.replication_count + CASE WHEN u.adopted THEN 0 ELSE 1 END,
         error_message = NULL, replicated_at = now(), verified_at = now(),
         lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), journaled = true
-    WHERE id = %(id)s
-    RETURNING *
+    FROM unnest(%(id)s::bigint[], %(status)s::text[], %(moved)s::boolean[], %(etag)s::text[], %(sver)s::text[],
+                %(size)s::bigint[], %(lm)s::timestamptz[], %(day)s::date[], %(sha)s::text[], %(ck)s::text[],
+                %(ckt)s::text[], %(ps)s::bigint[], %(dt)s::text[], %(sdt)s::text[], %(years)s::integer[],
+                %(until)s::timestamptz[], %(base)s::text[], %(sc)s::text[], %(ver)s::text[], %(cetag)s::text[],
+                %(adopted)s::boolean[], %(prev)s::text[])
+        AS u (id, status, moved, etag, sver, size, lm, day, sha, ck, ckt, ps, dt, sdt, years, until, base, sc, ver,
+              cetag, adopted, prev)
+    WHERE r.id = u.id
+    RETURNING r.*
 """
 
 
