@@ -8,6 +8,7 @@ whatever day their key names; the `document-date` metadata carries the key's day
 """
 
 import datetime as dt
+import functools
 import hashlib
 import http.client
 import multiprocessing
@@ -22,6 +23,12 @@ from typing import Any
 DOCUMENT_TYPES = ("payslip", "invoice", "contract", "general")
 TYPE_WEIGHTS = (55, 25, 10, 10)  # payslips dominate an HR vault
 TENANTS = 250
+
+
+@functools.cache
+def _day(last_day: dt.date, back: int) -> tuple[dt.date, str, str]:
+    day = last_day - dt.timedelta(days=back)
+    return day, f"{day:%Y/%m/%d}", f"{day:%Y%m%d}"
 
 
 def _weighted_type(pick: int) -> str:
@@ -45,12 +52,9 @@ class KeySpace:
         """(key, document type, document day) of document `i`."""
         digest = hashlib.blake2b(f"{self.seed}:{i}".encode(), digest_size=8).digest()
         draw = int.from_bytes(digest, "big")
-        day = self.last_day - dt.timedelta(days=i % self.days)
-        tenant = draw % TENANTS
+        day, slashed, compact = _day(self.last_day, i % self.days)
         kind = _weighted_type((draw >> 16) % sum(TYPE_WEIGHTS))
-        key = (f"tenants/t{tenant:04d}/{day:%Y/%m/%d}/{kind}/"
-               f"{kind[:3].upper()}-{day:%Y%m%d}-{i:07d}.pdf")
-        return key, kind, day
+        return f"tenants/t{draw % TENANTS:04d}/{slashed}/{kind}/{kind[:3].upper()}-{compact}-{i:07d}.pdf", kind, day
 
     def __iter__(self) -> Iterator[tuple[str, str, dt.date]]:
         return (self.document(i) for i in range(self.count))
