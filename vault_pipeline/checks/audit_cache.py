@@ -11,6 +11,7 @@ from dagster import AssetCheckExecutionContext, AssetExecutionContext
 
 from vault_pipeline.partitions import day_range
 from vault_pipeline.replication.audit import Auditor, DayAudit
+from vault_pipeline.replication.evidence import recorded_evidence
 from vault_pipeline.resources import (
     ColdSiteResource,
     ReplicationSettingsResource,
@@ -45,6 +46,7 @@ def day_audit(
                 reserved_prefixes=(verification.report_prefix, *replication.reserved_prefixes),
                 concurrency=verification.audit_concurrency,
                 grace=dt.timedelta(minutes=verification.completeness_grace_minutes),
+                fresh=recorded_evidence(context.run.run_id),
             )
             audit = auditor.audit(first_day, last_day)
             if len(_audits) >= _MAX_CACHED:

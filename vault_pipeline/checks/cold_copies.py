@@ -53,6 +53,8 @@ def check_result(audit: DayAudit, aspect: str, scope: str) -> AssetCheckResult:
         metadata={
             "days": MetadataValue.json(days if failing else []),
             "objects_checked": MetadataValue.int(len(audit.objects)),
+            # Versions this run copied were judged from the HEAD that verified them seconds before.
+            "judged_from_this_runs_verification": MetadataValue.int(audit.judged_from_verification),
             "objects_failing": MetadataValue.int(len(failing)),
             "failing_keys": MetadataValue.json([o.key for o in failing[:FIRST_KEYS]]),
             "failures": MetadataValue.md("\n".join(table) if failing else "None."),

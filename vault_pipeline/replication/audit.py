@@ -18,6 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from vault_pipeline.replication.errors import describe_s3_error
+from vault_pipeline.replication.evidence import RunEvidence
 from vault_pipeline.replication.inventory import strip_etag
 from vault_pipeline.replication.policy import RetentionPolicy, add_years
 from vault_pipeline.replication.tracking import TrackingStore
@@ -25,6 +26,7 @@ from vault_pipeline.replication.verify import (
     META_SHA256,
     TAG_DOCUMENT_TYPE,
     TAG_RETENTION_YEARS,
+    ColdEvidence,
     head_version,
     storage_class_of,
 )
@@ -73,6 +75,9 @@ class DayAudit:
     objects: list[ObjectAudit]
     audited_at: dt.datetime
     notes: list[str] = field(default_factory=list)
+    # Versions judged from the HEAD this run's copy step verified them with, seconds earlier (evidence.py)
+    # instead of a new HEAD, tag read and hot HEAD.
+    judged_from_verification: int = 0
 
     def failing(self, aspect: str) -> list[ObjectAudit]:
         return [o for o in self.objects if aspect in o.problems]
@@ -97,12 +102,14 @@ def required_retain_until(row: dict[str, Any], policy: RetentionPolicy) -> dt.da
 class Auditor:
     def __init__(self, *, store: TrackingStore, cold: Any, cold_bucket: str, hot: Any | None, hot_bucket: str,
                  policy: RetentionPolicy, storage_class: str, reserved_prefixes: Iterable[str] = (),
-                 concurrency: int = 16, grace: dt.timedelta = dt.timedelta(hours=1)) -> None:
+                 concurrency: int = 16, grace: dt.timedelta = dt.timedelta(hours=1),
+                 fresh: RunEvidence | None = None) -> None:
         self.store, self.cold, self.cold_bucket = store, cold, cold_bucket
         self.hot, self.hot_bucket = hot, hot_bucket
         self.policy, self.storage_class = policy, storage_class
         self.reserved_prefixes = tuple(reserved_prefixes)
         self.concurrency = concurrency
+        self.fresh = fresh
         # A row pending or being copied for less than this is work in flight (another run may hold it),
         # not a missing copy; past it, the SLA is broken and completeness fails.
         self.grace = grace
@@ -115,7 +122,17 @@ class Auditor:
         objects += self._orphans(first_day, last_day)
         for obj in objects:
             obj.classify()
-        return DayAudit(first_day, last_day, objects, audited_at)
+        judged = sum(1 for row in rows if self._fresh(row) is not None)
+        return DayAudit(first_day, last_day, objects, audited_at, judged_from_verification=judged)
+
+    def _fresh(self, row: dict[str, Any]) -> tuple[ColdEvidence, str] | None:
+        """This run's verifying HEAD of the row's recorded version, if this run verified it."""
+        if self.fresh is None or row["status"] != "replicated":
+            return None
+        found = self.fresh.get(row["object_key"])
+        if found is None or found[0].version_id != row["cold_version_id"]:
+            return None
+        return found
 
     # -- one manifest row -------------------------------------------------------------------------
     def _audit_row(self, row: dict[str, Any]) -> ObjectAudit:
@@ -126,6 +143,7 @@ class Auditor:
         )
         if row["verified_at"] is not None:
             obj.lag_seconds = (row["verified_at"] - row["source_last_modified"]).total_seconds()
+        fresh = self._fresh(row)
         try:
             now = dt.datetime.now(dt.UTC)
             waiting = now - row["updated_at"]
@@ -138,14 +156,14 @@ class Auditor:
                 obj.flag("completeness", f"not replicated ({row['status']}{error}) "
                                          f"for {waiting.total_seconds() / 60:.0f} min")
             else:
-                self._audit_cold(obj, row)
-            self._audit_hot(obj, row)
+                self._audit_cold(obj, row, fresh[0] if fresh else None)
+            self._audit_hot(obj, row, fresh[1] if fresh else None)
         except Exception as exc:  # an audit that cannot look is a failed audit, never a pass
             obj.flag("completeness", f"could not be audited: {describe_s3_error(exc)[0]}")
         return obj
 
-    def _audit_cold(self, obj: ObjectAudit, row: dict[str, Any]) -> None:
-        current = head_version(self.cold, self.cold_bucket, obj.key)
+    def _audit_cold(self, obj: ObjectAudit, row: dict[str, Any], fresh: ColdEvidence | None = None) -> None:
+        current = fresh.as_head() if fresh is not None else head_version(self.cold, self.cold_bucket, obj.key)
         if current is None:
             obj.flag("completeness", "no current cold version (deleted, or a delete marker on top)")
             recorded = head_version(self.cold, self.cold_bucket, obj.key, row["cold_version_id"])
@@ -178,10 +196,19 @@ class Auditor:
         actual_class = storage_class_of(current)
         if actual_class != self.storage_class:
             obj.flag("storage_class", f"storage class {actual_class} != {self.storage_class}")
-        self._audit_tags(obj, row, current)
+        self._audit_tags(obj, row, current, fresh)
 
-    def _audit_tags(self, obj: ObjectAudit, row: dict[str, Any], current: dict[str, Any]) -> None:
+    def _audit_tags(self, obj: ObjectAudit, row: dict[str, Any], current: dict[str, Any],
+                    fresh: ColdEvidence | None = None) -> None:
         expected = {TAG_DOCUMENT_TYPE: row["document_type"], TAG_RETENTION_YEARS: str(row["retention_years"])}
+        if fresh is not None and fresh.tags_sent is not None:
+            # Sent by this run in the very request that wrote the version, and the server counts them.
+            count = current.get("TagCount")
+            if count is not None and int(count) != len(expected):
+                obj.flag("tags", f"{count} tags, expected {len(expected)}")
+                return
+            self._compare_tags(obj, dict(fresh.tags_sent), expected)
+            return
         try:
             tag_set = self.cold.get_object_tagging(Bucket=self.cold_bucket, Key=obj.key,
                                                    VersionId=obj.current_version_id)["TagSet"]
@@ -193,17 +220,23 @@ class Auditor:
             if count is not None and int(count) != len(expected):
                 obj.flag("tags", f"{count} tags, expected {len(expected)}")
             return
-        tags = {t["Key"]: t["Value"] for t in tag_set}
+        self._compare_tags(obj, {t["Key"]: t["Value"] for t in tag_set}, expected)
+
+    @staticmethod
+    def _compare_tags(obj: ObjectAudit, tags: dict[str, str], expected: dict[str, str]) -> None:
         wrong = {k: tags.get(k) for k, v in expected.items() if tags.get(k) != v}
         if wrong:
             obj.flag("tags", "tags " + ", ".join(f"{k}={v!r}" for k, v in wrong.items())
                      + f" (expected {expected})")
 
-    def _audit_hot(self, obj: ObjectAudit, row: dict[str, Any]) -> None:
+    def _audit_hot(self, obj: ObjectAudit, row: dict[str, Any], copied_from_etag: str | None = None) -> None:
         if self.hot is None:
             return
         if row["hot_deleted_at"] is not None:
             obj.hot_state = "deleted"
+            return
+        if copied_from_etag is not None and copied_from_etag == row["source_etag"]:
+            obj.hot_state = "same"  # this run read that very version seconds ago to copy it
             return
         head = head_version(self.hot, self.hot_bucket, obj.key)
         if head is None:

@@ -41,6 +41,7 @@ from vault_pipeline.replication.verify import (
     META_SOURCE_VERSION,
     TAG_DOCUMENT_TYPE,
     TAG_RETENTION_YEARS,
+    ColdEvidence,
     Expectation,
     head_version,
     verify_copy,
@@ -241,15 +242,16 @@ class ObjectCopier:
             "ObjectLockMode": "COMPLIANCE",
             "ObjectLockRetainUntilDate": retention.retain_until,
             "StorageClass": self.options.storage_class,
-            "Tagging": urllib.parse.urlencode({
-                TAG_DOCUMENT_TYPE: retention.document_type,
-                TAG_RETENTION_YEARS: str(retention.retention_years),
-            }),
+            "Tagging": urllib.parse.urlencode(self._tags(retention)),
             "ChecksumAlgorithm": "SHA256",
         }
         if source.content_type:
             args["ContentType"] = source.content_type
         return args
+
+    @staticmethod
+    def _tags(retention: ResolvedRetention) -> dict[str, str]:
+        return {TAG_DOCUMENT_TYPE: retention.document_type, TAG_RETENTION_YEARS: str(retention.retention_years)}
 
     def _existing_copy(self, source: SourceObject) -> dict[str, Any] | None:
         """The latest cold version when it was written from this very source (same ETag), else None."""
@@ -398,4 +400,5 @@ class ObjectCopier:
             retain_until=verified.retain_until, retention_base=retention.base,
             storage_class=verified.storage_class, cold_version_id=verified.version_id, cold_etag=verified.etag,
             adopted=adopted, notes=notes, lock_repaired=verified.lock_repaired,
+            evidence=ColdEvidence.from_head(verified.head, tags_sent=None if adopted else self._tags(retention)),
         )

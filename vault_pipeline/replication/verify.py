@@ -42,6 +42,45 @@ class Expectation:
     tag_count: int = 2
 
 
+@dataclass(frozen=True, slots=True)
+class ColdEvidence:
+    """What the verifying HEAD of a cold version showed, kept (compactly) so that the same run's audit
+    judges that version from this answer instead of asking the cold site the same question again."""
+
+    version_id: str
+    size: int
+    checksum_sha256: str | None
+    metadata_sha256: str | None
+    lock_mode: str | None
+    retain_until: dt.datetime | None
+    storage_class: str
+    tag_count: int | None
+    # The tags this run sent with the object itself (same request as the lock); None for an adopted copy
+    # written by an earlier run: its tags must be read back.
+    tags_sent: tuple[tuple[str, str], ...] | None
+
+    @classmethod
+    def from_head(cls, head: dict[str, Any], tags_sent: dict[str, str] | None) -> ColdEvidence:
+        count = head.get("TagCount")
+        return cls(
+            version_id=str(head.get("VersionId") or ""), size=int(head.get("ContentLength", -1)),
+            checksum_sha256=head.get("ChecksumSHA256"), metadata_sha256=(head.get("Metadata") or {}).get(META_SHA256),
+            lock_mode=head.get("ObjectLockMode"), retain_until=head.get("ObjectLockRetainUntilDate"),
+            storage_class=storage_class_of(head), tag_count=None if count is None else int(count),
+            tags_sent=tuple(sorted(tags_sent.items())) if tags_sent is not None else None,
+        )
+
+    def as_head(self) -> dict[str, Any]:
+        """The HEAD answer this evidence came from, as far as an audit reads it."""
+        head: dict[str, Any] = {"VersionId": self.version_id, "ContentLength": self.size,
+                                "Metadata": {META_SHA256: self.metadata_sha256} if self.metadata_sha256 else {},
+                                "StorageClass": self.storage_class}
+        optional = {"ChecksumSHA256": self.checksum_sha256, "ObjectLockMode": self.lock_mode,
+                    "ObjectLockRetainUntilDate": self.retain_until, "TagCount": self.tag_count}
+        head.update({k: v for k, v in optional.items() if v is not None})
+        return head
+
+
 @dataclass(frozen=True)
 class VerifiedCopy:
     version_id: str
@@ -51,6 +90,7 @@ class VerifiedCopy:
     storage_class: str
     retain_until: dt.datetime
     lock_repaired: str | None  # "set" / "extended" when verification had to (re)apply the lock
+    head: dict[str, Any]  # the HEAD of the verified version (after any lock repair)
 
 
 def storage_class_of(head: dict[str, Any]) -> str:
@@ -119,6 +159,7 @@ def verify_copy(client: Any, bucket: str, expect: Expectation) -> VerifiedCopy:
         storage_class=storage_class,
         retain_until=until.astimezone(dt.UTC),
         lock_repaired=lock_repaired,
+        head={**head, "VersionId": head.get("VersionId") or expect.version_id},
     )
 
 
