@@ -9,6 +9,7 @@ flusher finds committed entries (never at insert time: see 005_journal.sql).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,14 +35,16 @@ def enqueue(conn: psycopg.Connection, fields: Mapping[str, Any]) -> int:
 
 
 def enqueue_many(conn: psycopg.Connection, entries: Sequence[Mapping[str, Any]]) -> None:
-    """enqueue for several entries at once (one pipelined round trip), in order."""
+    """enqueue for several entries at once: one statement whatever their number, ids in list order."""
     if not entries:
         return
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO vault_secure.journal_entries (site, action, object_key, version_id, fields)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            [(f["bucket"], f["action"], f["key"], f.get("version_id"), Jsonb(dict(f))) for f in entries])
+    conn.execute(
+        "INSERT INTO vault_secure.journal_entries (site, action, object_key, version_id, fields)"
+        " SELECT site, action, object_key, version_id, fields::jsonb"
+        " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+        " WITH ORDINALITY AS e (site, action, object_key, version_id, fields, n) ORDER BY n",
+        ([f["bucket"] for f in entries], [f["action"] for f in entries], [f["key"] for f in entries],
+         [f.get("version_id") for f in entries], [json.dumps(dict(f)) for f in entries]))
 
 
 def lock_site(conn: psycopg.Connection, site: str) -> None:

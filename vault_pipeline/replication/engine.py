@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from vault_pipeline.replication.copier import ObjectCopier
 from vault_pipeline.replication.errors import CopyError, describe_s3_error
+from vault_pipeline.replication.evidence import RunEvidence
 from vault_pipeline.replication.tracking import ClaimedRow, ReplicationOutcome, TrackingStore
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,15 @@ class LeaseKeeper:
 
 class GroupCommitter:
     """Records finished copies in groups: whatever accumulated while the previous transaction committed
-    goes into the next one (group commit). A worker blocks only until its own copy is recorded, so a crash
-    never loses a recorded copy, while 8 workers share one commit instead of paying one each."""
+    goes into the next one (group commit), so many copies share one commit. `submit` does not wait: the
+    copy worker moves on to the next object while its copy is recorded. A crash before the commit leaves a
+    verified cold copy the database does not know; the next run's conditional first write is refused and
+    the copy is adopted (tested by killing a worker there), so it is never copied twice nor lost."""
 
-    def __init__(self, store: TrackingStore, owner: str, run_id: str | None, *, max_batch: int = 256) -> None:
+    def __init__(self, store: TrackingStore, owner: str, run_id: str | None, *, max_batch: int = 256,
+                 max_pending: int = 2048, attempts: int = 3) -> None:
         self.store, self.owner, self.run_id, self.max_batch = store, owner, run_id, max_batch
+        self.max_pending, self.attempts = max_pending, attempts
         self._waiting: list[tuple[ClaimedRow, ReplicationOutcome, float, Future[str]]] = []
         self._cv = threading.Condition()
         self._closed = False
@@ -107,18 +112,24 @@ class GroupCommitter:
     def __exit__(self, *exc: object) -> None:
         with self._cv:
             self._closed = True
-            self._cv.notify()
-        self._thread.join(timeout=60)
+            self._cv.notify_all()
+        self._thread.join(timeout=120)
 
-    def record(self, row: ClaimedRow, outcome: ReplicationOutcome, duration_s: float) -> str:
-        """The row's status once its copy is committed (see TrackingStore.mark_replicated)."""
+    def submit(self, row: ClaimedRow, outcome: ReplicationOutcome, duration_s: float) -> Future[str]:
+        """A future of the row's status once its copy is committed (see TrackingStore.mark_replicated).
+        Blocks only while `max_pending` copies are already waiting (the database is slower than copying)."""
         done: Future[str] = Future()
         with self._cv:
+            while len(self._waiting) >= self.max_pending and not self._closed:
+                self._cv.wait()
             if self._closed:
                 raise RuntimeError("the committer is closed")
             self._waiting.append((row, outcome, duration_s, done))
-            self._cv.notify()
-        return done.result()
+            self._cv.notify_all()
+        return done
+
+    def record(self, row: ClaimedRow, outcome: ReplicationOutcome, duration_s: float) -> str:
+        return self.submit(row, outcome, duration_s).result()
 
     def _run(self) -> None:
         while True:
@@ -128,15 +139,33 @@ class GroupCommitter:
                 if not self._waiting:
                     return
                 batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
-            try:
-                statuses = self.store.mark_replicated_many([(r, o, d) for r, o, d, _ in batch], self.owner,
-                                                           run_id=self.run_id)
-            except BaseException as exc:  # each worker sees the failure and handles it as its own
-                for *_, done in batch:
-                    done.set_exception(exc)
-                continue
-            for (*_, done), status in zip(batch, statuses, strict=True):
-                done.set_result(status)
+                self._cv.notify_all()  # room for blocked submitters
+            copies = [(r, o, d) for r, o, d, _ in batch]
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    statuses = self.store.mark_replicated_many(copies, self.owner, run_id=self.run_id)
+                except Exception as exc:  # a transaction: nothing of the batch was recorded; try again
+                    if attempt < self.attempts:
+                        log.warning("recording %d copies failed (attempt %d), retrying: %s", len(batch), attempt, exc)
+                        time.sleep(0.5 * attempt)
+                        continue
+                    for *_, done in batch:
+                        done.set_exception(exc)
+                    break
+                for (*_, done), status in zip(batch, statuses, strict=True):
+                    done.set_result(status)
+                break
+
+
+@dataclass
+class _Copied:
+    """A verified copy whose row is being recorded."""
+
+    row: ClaimedRow
+    outcome: ReplicationOutcome
+    attempts: int
+    started: float
+    recorded: Future[str]
 
 
 def replicate_days(
@@ -151,13 +180,14 @@ def replicate_days(
     settings: EngineSettings,
     progress: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    evidence: RunEvidence | None = None,
 ) -> RunReport:
     started = time.monotonic()
     report = RunReport(first_day=first_day, last_day=last_day)
     since = store.db_now()
     lock = threading.Lock()
 
-    def process(row: ClaimedRow) -> ObjectResult:
+    def process(row: ClaimedRow) -> ObjectResult | _Copied:
         t0 = time.monotonic()
         if row.cold_upload_id or row.reclaimed:  # its previous worker died, maybe mid-upload
             try:
@@ -178,8 +208,7 @@ def replicate_days(
                     on_upload=lambda upload_id: store.record_upload_id(row.id, owner, upload_id),
                     first_copy=row.cold_version_id is None,
                 )
-                status = committer.record(row, outcome, time.monotonic() - t0)
-                return _result(row, outcome, status, attempt, time.monotonic() - t0)
+                return _Copied(row, outcome, attempt, t0, committer.submit(row, outcome, time.monotonic() - t0))
             except CopyError as exc:
                 error, retryable = str(exc), exc.retryable
             except Exception as exc:  # DB or programming error: record it, never lose the row silently
@@ -194,15 +223,42 @@ def replicate_days(
                           source_bucket=source_bucket)
         return ObjectResult(row.object_key, "failed", row.file_size, attempt, time.monotonic() - t0, error)
 
+    def recorded(copied: _Copied) -> ObjectResult:
+        duration = time.monotonic() - copied.started
+        try:
+            status = copied.recorded.result()
+        except Exception as exc:
+            # Copied and verified, but not recorded: the row goes back to be retried; the next attempt's
+            # conditional write finds the copy and adopts it (no second copy).
+            text, _ = describe_s3_error(exc)
+            error = f"copied and verified (cold version {copied.outcome.cold_version_id}), but recording failed: {text}"
+            try:
+                store.mark_failed(copied.row, owner, error=error, failed_attempts=copied.attempts, run_id=run_id,
+                                  source_bucket=source_bucket)
+            except Exception:  # the database is gone: the lease expires and a later run adopts the copy
+                log.exception("could not record the failure of %r either", copied.row.object_key)
+            return ObjectResult(copied.row.object_key, "failed", copied.row.file_size, copied.attempts, duration,
+                                error)
+        if status == "replicated" and evidence is not None and copied.outcome.evidence is not None:
+            evidence.record(copied.row.object_key, copied.outcome.evidence, copied.outcome.source_etag)
+        return _result(copied.row, copied.outcome, status, copied.attempts, duration)
+
+    def finish(result: ObjectResult) -> None:
+        report.results.append(result)
+        if progress:
+            progress(result)
+
     committer = GroupCommitter(store, owner, run_id)
     with LeaseKeeper(store, owner, settings.lease_seconds), committer, ThreadPoolExecutor(
         max_workers=settings.concurrency, thread_name_prefix="vault-copy"
     ) as pool:
-        in_flight: set[Future[ObjectResult]] = set()
+        in_flight: set[Future[ObjectResult | _Copied]] = set()
+        recording: list[_Copied] = []
         exhausted = False
         try:
             while True:
-                if not exhausted and len(in_flight) < settings.concurrency * 2:
+                room = len(in_flight) < settings.concurrency * 2 and len(recording) < committer.max_pending
+                if not exhausted and room:
                     rows = store.claim(
                         owner=owner, source_bucket=source_bucket, first_day=first_day, last_day=last_day,
                         limit=settings.claim_batch, lease_seconds=settings.lease_seconds,
@@ -210,14 +266,24 @@ def replicate_days(
                     )
                     exhausted = not rows
                     in_flight.update(pool.submit(process, row) for row in rows)
-                if not in_flight:
+                if not in_flight and not recording:
                     break
-                done, in_flight = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
-                for future in done:
-                    result = future.result()
-                    report.results.append(result)
-                    if progress:
-                        progress(result)
+                waited: set[Future] = {*in_flight, *(c.recorded for c in recording)}
+                done, _ = wait(waited, timeout=1.0, return_when=FIRST_COMPLETED)
+                for future in done & in_flight:
+                    in_flight.discard(future)
+                    item = future.result()
+                    if isinstance(item, _Copied):
+                        recording.append(item)
+                    else:
+                        finish(item)
+                still: list[_Copied] = []
+                for copied in recording:
+                    if copied.recorded.done():
+                        finish(recorded(copied))
+                    else:
+                        still.append(copied)
+                recording = still
         finally:
             for future in in_flight:
                 future.cancel()

@@ -1,8 +1,8 @@
 """The hot and cold S3 sites as Dagster resources.
 
-Keys arrive as EnvVar, so the UI shows only the variable names. One boto3 client per resource per
-process: clients are thread-safe and keep a connection pool, which matters more than anything else for
-small objects.
+Keys arrive as EnvVar, so the UI shows only the variable names. One client per site configuration per
+process (s3client.shared_client), whatever the number of steps and resource instances: clients are
+thread-safe and keep a connection pool, which matters more than anything else for small objects.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
-from vault_pipeline.replication.s3client import SiteConfig, make_client
+from vault_pipeline.replication.s3client import SiteConfig, shared_client
 
 
 class S3SiteResource(ConfigurableResource):
@@ -44,7 +44,7 @@ class S3SiteResource(ConfigurableResource):
 
     def client(self) -> Any:
         if self._client is None:
-            self._client = make_client(self.site_config())
+            self._client = shared_client(self.site_config())
         return self._client
 
     def describe(self) -> str:
