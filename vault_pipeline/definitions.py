@@ -60,6 +60,7 @@ def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = No
             retry_base_seconds=settings.retry_base_seconds, lease_seconds=settings.lease_seconds,
             multipart_threshold_mb=settings.multipart_threshold_mb, part_size_mb=settings.part_size_mb,
             part_concurrency=settings.part_concurrency, delete_after_replication=settings.delete_after_replication,
+            spool_dir=str(settings.spool_dir) if settings.spool_dir else None, spool_max_mb=settings.spool_max_mb,
             retention_policy_file=str(settings.retention_policy_file) if settings.retention_policy_file else None,
             reserved_prefixes=list(settings.reserved_prefixes),
         ),

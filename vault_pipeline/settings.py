@@ -7,6 +7,7 @@ so that only the variable's name is ever shown in the UI. Every variable is list
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -53,6 +54,8 @@ class VaultSettings(BaseSettings):
     multipart_threshold_mb: int = Field(16, ge=5, le=5120, alias="VAULT_MULTIPART_THRESHOLD_MB")
     part_size_mb: int = Field(8, ge=5, le=5120, alias="VAULT_PART_SIZE_MB")
     part_concurrency: int = Field(4, ge=1, le=64, alias="VAULT_PART_CONCURRENCY")
+    spool_dir: Path | None = Field(None, alias="VAULT_SPOOL_DIR")
+    spool_max_mb: int = Field(8192, ge=0, le=16 * 1024 * 1024, alias="VAULT_SPOOL_MAX_MB")
     delete_after_replication: bool = Field(False, alias="DELETE_FROM_OVH_AFTER_REPLICATION")
     retention_policy_file: Path | None = Field(None, alias="VAULT_RETENTION_POLICY_FILE")
 
@@ -104,6 +107,13 @@ class VaultSettings(BaseSettings):
         value = value.strip().upper()
         if value not in STORAGE_CLASSES:
             raise ValueError(f"must be one of {', '.join(STORAGE_CLASSES)}")
+        return value
+
+    @field_validator("spool_dir")
+    @classmethod
+    def _spool_dir_is_a_writable_directory(cls, value: Path | None) -> Path | None:
+        if value is not None and not (value.is_dir() and os.access(value, os.W_OK)):
+            raise ValueError(f"{value} is not a writable directory")
         return value
 
     @field_validator("retention_policy_file", mode="before")

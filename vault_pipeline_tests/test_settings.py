@@ -40,6 +40,9 @@ def test_specification_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
         ("VAULT_JOURNAL_RETENTION_YEARS", "101"),
         ("VAULT_JOURNAL_SEAL_CRON", "every day"),
         ("VAULT_REBUILD_LAG_ALERT_SECONDS", "0"),
+        ("VAULT_SPOOL_DIR", "/no/such/directory"),
+        ("VAULT_SPOOL_MAX_MB", "-1"),
+        ("AWS_S3_LEAN_CLIENT", "perhaps"),
     ],
 )
 def test_invalid_values_are_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

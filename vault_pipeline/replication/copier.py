@@ -2,11 +2,14 @@
 
 Small objects (up to the multipart threshold) are read once into memory, hashed and sent with one
 PutObject whose x-amz-checksum-sha256 the cold server checks. Larger objects take two passes:
-1. a streaming read computes the whole-object SHA-256 and the SHA-256 of every part;
-2. the multipart upload re-reads each part with a ranged GET pinned to the source ETag (If-Match),
-   checks its digest against pass 1 and sends it with its checksum, several parts in flight.
+1. a streaming read computes the whole-object SHA-256 and the SHA-256 of every part, and writes the
+   bytes to a local spool file when the spool budget and the disk allow;
+2. the multipart upload sends each part with its pass-1 SHA-256, which the cold server checks (a part
+   whose bytes differ is refused), several parts in flight, streamed from the spool file or, without
+   one, from a ranged GET pinned to the hashed version (If-Match).
 The SHA-256 must be in the cold object's user metadata, which S3 only accepts when the upload starts,
-hence pass 1. Memory is bounded by part_size x part_concurrency, whatever the object size.
+hence pass 1. Memory is bounded by a few 1 MiB chunks per part in flight, whatever the object size
+(by part_size x part_concurrency when the cold client cannot stream a part body).
 An upload that fails is aborted; its id is recorded first so that a killed process's upload is aborted
 by the next run.
 """
@@ -15,10 +18,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import math
+import os
+import shutil
+import tempfile
+import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +55,8 @@ from vault_pipeline.replication.verify import (
     verify_copy,
 )
 
+log = logging.getLogger(__name__)
+
 MiB = 1024 * 1024
 MAX_PARTS = 10_000
 READ_CHUNK = 1 * MiB
@@ -62,6 +72,11 @@ class CopyOptions:
     # Write a first copy with If-None-Match: * instead of first asking (HEAD) whether one exists: one
     # request less per object. Servers without conditional writes are detected and asked the old way.
     conditional_writes: bool = True
+    # Large objects are written to a local spool file while they are hashed, and their parts are sent
+    # from it: the hot site is read once instead of twice. Objects that do not fit in the budget (shared
+    # by every copy of the process) are read again with ranged GETs. 0 turns spooling off.
+    spool_dir: str | None = None  # None: the system's temporary directory
+    spool_max_bytes: int = 8 * 1024 * MiB
 
     def part_size_for(self, size: int) -> int:
         """The configured part size, grown in whole MiB when the object would need over 10,000 parts."""
@@ -81,6 +96,67 @@ class SourceObject:
 
 
 UploadHook = Callable[[str | None], None]
+
+
+class _SpoolBudget:
+    """Bytes of spool files in use by this process's copies."""
+
+    def __init__(self) -> None:
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, size: int, limit: int) -> bool:
+        with self._lock:
+            if self._used + size > limit:
+                return False
+            self._used += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self._used -= size
+
+
+_SPOOL_BUDGET = _SpoolBudget()
+SPOOL_FREE_MARGIN = 1024 * MiB  # never fill the spool's file system: leave this much free
+
+
+class SpoolFile:
+    """An object's bytes on local disk while its parts are sent. The file is unlinked as soon as it is
+    created, so nothing is left behind whatever happens to the process; parts are read with pread."""
+
+    def __init__(self, directory: str, size: int) -> None:
+        self.size = size
+        fd, path = tempfile.mkstemp(prefix="vault-spool-", dir=directory)
+        os.unlink(path)
+        self._fd: int | None = fd
+        self.written = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            done = os.write(self._fd, view)
+            view = view[done:]
+        self.written += len(data)
+
+    def chunks(self, start: int, length: int) -> Iterator[bytes]:
+        assert self._fd is not None
+        end = start + length
+        while start < end:
+            chunk = os.pread(self._fd, min(READ_CHUNK, end - start), start)
+            if not chunk:
+                raise CopyError(f"spool file ended at byte {start}, expected {end}")
+            start += len(chunk)
+            yield chunk
+
+    def read(self, start: int, length: int) -> bytes:
+        return b"".join(self.chunks(start, length))
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class ObjectCopier:
@@ -173,8 +249,11 @@ class ObjectCopier:
         except Exception as exc:
             raise wrap(f"HEAD hot object {key!r}", exc) from exc
 
-    def _hash_pass(self, source: SourceObject, part_size: int) -> tuple[bytes, list[bytes]]:
-        """Stream the source once: whole-object SHA-256 and per-part SHA-256 digests."""
+    def _hash_pass(self, source: SourceObject, part_size: int, spool: SpoolFile | None
+                   ) -> tuple[bytes, list[bytes], bool]:
+        """Stream the source once: whole-object SHA-256 and per-part SHA-256 digests, the bytes written to
+        `spool` on the way. The last value says whether the spool holds the whole object (a write that
+        fails, e.g. a full disk, only costs the spool: the parts are then read again from the hot site)."""
         whole = hashlib.sha256()
         part_digests: list[bytes] = []
         part = hashlib.sha256()
@@ -185,6 +264,12 @@ class ObjectCopier:
             for chunk in response["Body"].iter_chunks(READ_CHUNK):
                 total += len(chunk)
                 whole.update(chunk)
+                if spool is not None:
+                    try:
+                        spool.write(chunk)
+                    except OSError as exc:
+                        log.warning("spool file for %r abandoned (%s): parts will be read again", source.key, exc)
+                        spool = None
                 view = memoryview(chunk)
                 while view:
                     take = min(len(view), part_size - in_part)
@@ -200,7 +285,7 @@ class ObjectCopier:
             part_digests.append(part.digest())
         if total != source.size:
             raise CopyError(f"hot object {source.key!r}: read {total} bytes, expected {source.size}")
-        return whole.digest(), part_digests
+        return whole.digest(), part_digests, spool is not None and spool.written == total
 
     def _read_range(self, source: SourceObject, start: int, length: int) -> bytes:
         try:
@@ -311,13 +396,38 @@ class ObjectCopier:
                               response.get("VersionId"))
 
     def _copy_large(self, source: SourceObject, on_upload: UploadHook) -> ReplicationOutcome:
+        spool = self._open_spool(source)
+        try:
+            return self._copy_large_from(source, on_upload, spool)
+        finally:
+            if spool is not None:
+                spool.close()
+                _SPOOL_BUDGET.release(source.size)
+
+    def _open_spool(self, source: SourceObject) -> SpoolFile | None:
+        """A spool file for `source` when the budget and the disk allow, else None (ranged GETs)."""
+        if self.options.spool_max_bytes <= 0 or not _SPOOL_BUDGET.reserve(source.size, self.options.spool_max_bytes):
+            return None
+        directory = self.options.spool_dir or tempfile.gettempdir()
+        try:
+            if shutil.disk_usage(directory).free < source.size + SPOOL_FREE_MARGIN:
+                raise OSError(f"not enough free space in {directory}")
+            return SpoolFile(directory, source.size)
+        except OSError as exc:
+            log.info("no spool file for %r (%s): its parts are read again from the hot site", source.key, exc)
+            _SPOOL_BUDGET.release(source.size)
+            return None
+
+    def _copy_large_from(self, source: SourceObject, on_upload: UploadHook, spool: SpoolFile | None
+                         ) -> ReplicationOutcome:
         retention = self.policy.resolve(source.metadata, source.last_modified)
         part_size = self.options.part_size_for(source.size)
         existing = self._existing_copy(source)
         existing_part_size = (existing["Metadata"].get(META_PART_SIZE) or "") if existing else ""
         # An earlier copy of this source may have used another part size: hash with its parts to compare.
         hash_part_size = int(existing_part_size) if existing_part_size.isdigit() else part_size
-        whole, part_digests = self._hash_pass(source, hash_part_size)
+        whole, part_digests, spooled = self._hash_pass(source, hash_part_size, spool)
+        spool = spool if spooled else None
         sha_hex = whole.hex()
         expected = ExpectedChecksum.composite(part_digests)
         if existing and existing["Metadata"].get(META_SHA256) == sha_hex and not expected.mismatch(
@@ -325,7 +435,10 @@ class ObjectCopier:
             return self._verified(source, sha_hex, expected, retention, hash_part_size, existing["VersionId"],
                                   adopted=True)
         if hash_part_size != part_size:
-            whole, part_digests = self._hash_pass(source, part_size)
+            if spool is not None:
+                part_digests = self._part_digests(spool, part_size)
+            else:
+                whole, part_digests, _ = self._hash_pass(source, part_size, None)
             expected = ExpectedChecksum.composite(part_digests)
         args = self._lock_args(source, sha_hex, retention, part_size)
         try:
@@ -334,7 +447,7 @@ class ObjectCopier:
             raise wrap(f"CreateMultipartUpload for cold object {source.key!r}", exc) from exc
         on_upload(upload_id)
         try:
-            parts = self._upload_parts(source, upload_id, part_size, part_digests)
+            parts = self._upload_parts(source, upload_id, part_size, part_digests, spool)
             response = self.cold.complete_multipart_upload(
                 Bucket=self.cold_bucket, Key=source.key, UploadId=upload_id, MultipartUpload={"Parts": parts},
             )
@@ -349,23 +462,66 @@ class ObjectCopier:
         on_upload(None)
         return self._verified(source, sha_hex, expected, retention, part_size, response.get("VersionId"))
 
+    @staticmethod
+    def _part_digests(spool: SpoolFile, part_size: int) -> list[bytes]:
+        digests = []
+        for start in range(0, max(spool.size, 1), part_size):
+            digest = hashlib.sha256()
+            for chunk in spool.chunks(start, min(part_size, spool.size - start)):
+                digest.update(chunk)
+            digests.append(digest.digest())
+        return digests
+
+    def _range_chunks(self, source: SourceObject, start: int, length: int) -> Iterator[bytes]:
+        """A part of the source, streamed from a ranged GET pinned to the hashed version (If-Match)."""
+        try:
+            response = self.hot.get_object(
+                Bucket=self.hot_bucket, Key=source.key, IfMatch=f'"{source.etag}"',
+                Range=f"bytes={start}-{start + length - 1}",
+            )
+        except Exception as exc:
+            raise wrap(f"ranged GET of hot object {source.key!r} bytes {start}+{length}", exc) from exc
+        received = 0
+        body = response["Body"]
+        try:
+            for chunk in body.iter_chunks(READ_CHUNK):
+                received += len(chunk)
+                yield chunk
+        finally:
+            body.close()
+        if received != length:
+            raise CopyError(f"ranged GET of hot object {source.key!r} returned {received} bytes, expected {length}")
+
     def _upload_parts(self, source: SourceObject, upload_id: str, part_size: int,
-                      part_digests: list[bytes]) -> list[dict[str, Any]]:
+                      part_digests: list[bytes], spool: SpoolFile | None) -> list[dict[str, Any]]:
+        streamed = hasattr(self.cold, "upload_part_streamed")
+
         def send(number: int) -> dict[str, Any]:
             start = (number - 1) * part_size
-            data = self._read_range(source, start, min(part_size, source.size - start))
-            digest = hashlib.sha256(data).digest()
-            if digest != part_digests[number - 1]:
-                raise CopyError(f"hot object {source.key!r} part {number} changed between the hash pass and "
-                                "the upload")
+            length = min(part_size, source.size - start)
+            checksum = b64(part_digests[number - 1])  # the cold site refuses a part whose bytes differ
             try:
-                response = self.cold.upload_part(
-                    Bucket=self.cold_bucket, Key=source.key, UploadId=upload_id, PartNumber=number, Body=data,
-                    ChecksumAlgorithm="SHA256", ChecksumSHA256=b64(digest),
-                )
+                if streamed:  # never a whole part in memory
+                    def open_body() -> Iterator[bytes]:
+                        return spool.chunks(start, length) if spool else self._range_chunks(source, start, length)
+
+                    response = self.cold.upload_part_streamed(
+                        Bucket=self.cold_bucket, Key=source.key, UploadId=upload_id, PartNumber=number,
+                        ChecksumSHA256=checksum, length=length, open_body=open_body)
+                else:
+                    data = spool.read(start, length) if spool else self._read_range(source, start, length)
+                    if spool is None and hashlib.sha256(data).digest() != part_digests[number - 1]:
+                        raise CopyError(f"hot object {source.key!r} part {number} changed between the hash pass "
+                                        "and the upload")
+                    response = self.cold.upload_part(
+                        Bucket=self.cold_bucket, Key=source.key, UploadId=upload_id, PartNumber=number, Body=data,
+                        ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
+                    )
+            except CopyError:
+                raise
             except Exception as exc:
                 raise wrap(f"UploadPart {number} of cold object {source.key!r}", exc) from exc
-            return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": b64(digest)}
+            return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
 
         numbers = range(1, len(part_digests) + 1)
         with ThreadPoolExecutor(max_workers=self.options.part_concurrency,

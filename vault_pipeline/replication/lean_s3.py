@@ -30,7 +30,7 @@ import random
 import time
 import urllib.parse
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from xml.etree import ElementTree
 
@@ -264,6 +264,17 @@ class LeanS3Client:
                 result[field] = value
         return result
 
+    def upload_part_streamed(self, *, Bucket: str, Key: str, UploadId: str, PartNumber: int,
+                             ChecksumSHA256: str, length: int,
+                             open_body: Callable[[], Iterable[bytes]]) -> dict[str, Any]:
+        """UploadPart with a body streamed from `open_body()` (called again for each attempt), so that a part
+        is never held whole in memory. Not a boto3 method: the copier uses it when the client has it."""
+        headers = {"content-length": str(length), "x-amz-checksum-sha256": ChecksumSHA256,
+                   "x-amz-sdk-checksum-algorithm": "SHA256"}
+        response = self._send("PUT", "UploadPart", Bucket, Key,
+                              {"partNumber": str(PartNumber), "uploadId": UploadId}, headers, body=open_body)
+        return {"ETag": response.headers.get("etag"), "ChecksumSHA256": response.headers.get("x-amz-checksum-sha256")}
+
     # -- HTTP -----------------------------------------------------------------------------------------
     def _target(self, bucket: str, key: str, params: dict[str, str | None]) -> tuple[str, str, str, str]:
         """Host name, Host header, canonical path and canonical query string of a request."""
@@ -279,7 +290,8 @@ class LeanS3Client:
         return hostname, host, path, query
 
     def _send(self, method: str, operation: str, bucket: str, key: str, params: dict[str, str | None],
-              headers: dict[str, str], *, body: bytes | None = None, stream: bool = False) -> Any:
+              headers: dict[str, str], *, body: bytes | Callable[[], Iterable[bytes]] | None = None,
+              stream: bool = False) -> Any:
         hostname, host, path, query = self._target(bucket, key, params)
         # A pool per host, asked for the path itself: urllib3 would otherwise normalise "./" and "../"
         # segments out of a URL, and in S3 they are part of the key.
@@ -288,7 +300,8 @@ class LeanS3Client:
         for attempt in range(1, self._max_attempts + 1):
             signed = self._signer.sign(method, host, path, query, headers)
             try:
-                response = pool.urlopen(method, target, body=body, headers=signed, preload_content=not stream,
+                payload = body() if callable(body) else body  # a stream is opened anew for every attempt
+                response = pool.urlopen(method, target, body=payload, headers=signed, preload_content=not stream,
                                         redirect=False, retries=False)
             except urllib3.exceptions.HTTPError as exc:
                 if attempt == self._max_attempts:

@@ -19,6 +19,8 @@ class ReplicationSettingsResource(ConfigurableResource):
     multipart_threshold_mb: int = 16
     part_size_mb: int = 8
     part_concurrency: int = 4
+    spool_dir: str | None = None
+    spool_max_mb: int = 8192
     delete_after_replication: bool = False
     retention_policy_file: str | None = None
     reserved_prefixes: list[str] = []
@@ -33,7 +35,8 @@ class ReplicationSettingsResource(ConfigurableResource):
         return CopyOptions(
             storage_class=storage_class, multipart_threshold=self.multipart_threshold_mb * MiB,
             part_size=self.part_size_mb * MiB, part_concurrency=self.part_concurrency,
-            reserved_prefixes=tuple(self.reserved_prefixes),
+            reserved_prefixes=tuple(self.reserved_prefixes), spool_dir=self.spool_dir,
+            spool_max_bytes=self.spool_max_mb * MiB,
         )
 
     def retention_policy(self) -> RetentionPolicy:
