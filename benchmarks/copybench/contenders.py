@@ -55,6 +55,7 @@ class RunSetup:
     seed: int
     timeout_s: float
     keep: bool
+    profile_dir: Path | None = None  # --profile: vault-pipeline's worker runs under py-spy, output here
 
     def name(self, contender: str, separator: str = "-") -> str:
         return separator.join([self.workload.name.lower(), f"r{self.run}", contender])
@@ -151,7 +152,12 @@ def run_vault(setup: RunSetup) -> ContenderRun:
                      VAULT_DATABASE_URL=dsn, REPLICATION_CONCURRENCY=str(setup.parallelism))
     events_path = setup.workdir / f"{setup.name('vault')}.events.jsonl"
     before = server_cpu(setup.stack)
-    measured = run_measured([sys.executable, str(VAULT_WORKER), str(events_path)], env=env,
+    command = [sys.executable, str(VAULT_WORKER), str(events_path)]
+    if setup.profile_dir is not None:  # samples of the thread holding the GIL: where Python spends its CPU
+        profile = setup.profile_dir / f"{setup.name('vault')}.speedscope.json"
+        command = [str(find_py_spy()), "record", "--gil", "--rate", "100", "--format", "speedscope",
+                   "--output", str(profile), "--", *command]
+    measured = run_measured(command, env=env,
                             log_path=setup.workdir / f"{setup.name('vault')}.log", timeout_s=setup.timeout_s)
     servers = cpu_delta(before, server_cpu(setup.stack))
     events = read_events(events_path)
@@ -199,6 +205,14 @@ def naive_memory_problem(workload: Workload, parallelism: int) -> str | None:
         return (f"skipped: would buffer ~{needed / 2**30:.1f} GiB "
                 f"with {available / 2**30:.1f} GiB available")
     return None
+
+
+def find_py_spy() -> Path:
+    """py-spy of this interpreter's environment (the bench extra installs it)."""
+    candidate = Path(sysconfig.get_path("scripts")) / "py-spy"
+    if not candidate.exists():
+        raise SystemExit("--profile needs py-spy: make bench installs it (pip install -e '.[bench]')")
+    return candidate
 
 
 def find_rclone() -> str | None:
