@@ -15,7 +15,6 @@ explains what is measured and how. Exit status 1 when a contender did not copy e
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -120,14 +119,6 @@ def bench_workload(stack: Any, workload: Workload, args: argparse.Namespace, wor
             "summary": report.summarize(runs)}
 
 
-def write_outputs(result: dict[str, Any], out: Path) -> str:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "copy_bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    table = report.markdown(result)
-    (out / "copy_bench.md").write_text(table + "\n")
-    return table
-
-
 def clean_up(root: Path, *, keep: bool, keep_logs: bool) -> None:
     """Remove the stack's data; the contenders' logs too unless a run failed (or --keep)."""
     if keep:
@@ -172,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.stop()
         clean_up(root, keep=args.keep, keep_logs=not all_complete(result))
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    table = write_outputs(result, args.out)
+    table = report.write_outputs(result, args.out, "copy_bench", report.markdown)
     print("\n" + table, flush=True)
     if not all_complete(result) or len(result["workloads"]) != len(workloads):
         log(f"some contender did not copy everything: see the table, copy_bench.json and the logs in {root}")

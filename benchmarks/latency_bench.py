@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import shutil
 import signal
@@ -32,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # copybench, latencybench
 
+from copybench import report
 from copybench.report import code_version, cpu_model, weed_version
 from latencybench import analysis
 from latencybench.dagsterapi import DagsterApi, DagsterApiError
@@ -169,14 +169,6 @@ def measure(server: DevServer, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def write_outputs(result: dict[str, Any], out: Path) -> str:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "latency_bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    table = analysis.markdown(result)
-    (out / "latency_bench.md").write_text(table + "\n")
-    return table
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     clean_environment()
@@ -222,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    table = write_outputs(result, args.out)
+    table = report.write_outputs(result, args.out, "latency_bench", analysis.markdown)
     print("\n" + table, flush=True)
     if not ok:
         log("some uploads were never verified: see latency_bench.json")

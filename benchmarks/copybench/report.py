@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import re
 import statistics
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +163,13 @@ def markdown(result: dict[str, Any]) -> str:
 
 def today() -> str:
     return dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def write_outputs(result: dict[str, Any], out: Path, stem: str, markdown: Callable[[dict[str, Any]], str]) -> str:
+    """`<stem>.json` (everything) and `<stem>.md` (the table) in `out`; returns the table. Shared by the
+    benchmark scripts."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    table = markdown(result)
+    (out / f"{stem}.md").write_text(table + "\n")
+    return table
