@@ -55,6 +55,7 @@ class ObjectAudit:
     lag_seconds: float | None = None  # hot LastModified -> verified copy
     hot_state: str | None = None  # same | changed | deleted | unknown
     in_flight: bool = False  # pending or being copied, within the grace period: not yet a failure
+    judged_from_verification: bool = False  # judged from this run's verifying HEAD (evidence.py)
 
     def flag(self, aspect: str, problem: str) -> None:
         self.problems.setdefault(aspect, problem)
@@ -122,7 +123,7 @@ class Auditor:
         objects += self._orphans(first_day, last_day)
         for obj in objects:
             obj.classify()
-        judged = sum(1 for row in rows if self._fresh(row) is not None)
+        judged = sum(1 for obj in objects if obj.judged_from_verification)
         return DayAudit(first_day, last_day, objects, audited_at, judged_from_verification=judged)
 
     def _fresh(self, row: dict[str, Any]) -> tuple[ColdEvidence, str] | None:
@@ -144,6 +145,7 @@ class Auditor:
         if row["verified_at"] is not None:
             obj.lag_seconds = (row["verified_at"] - row["source_last_modified"]).total_seconds()
         fresh = self._fresh(row)
+        obj.judged_from_verification = fresh is not None
         try:
             now = dt.datetime.now(dt.UTC)
             waiting = now - row["updated_at"]
@@ -203,11 +205,8 @@ class Auditor:
         expected = {TAG_DOCUMENT_TYPE: row["document_type"], TAG_RETENTION_YEARS: str(row["retention_years"])}
         if fresh is not None and fresh.tags_sent is not None:
             # Sent by this run in the very request that wrote the version, and the server counts them.
-            count = current.get("TagCount")
-            if count is not None and int(count) != len(expected):
-                obj.flag("tags", f"{count} tags, expected {len(expected)}")
-                return
-            self._compare_tags(obj, dict(fresh.tags_sent), expected)
+            if self._tag_count_matches(obj, current, expected):
+                self._compare_tags(obj, dict(fresh.tags_sent), expected)
             return
         try:
             tag_set = self.cold.get_object_tagging(Bucket=self.cold_bucket, Key=obj.key,
@@ -216,11 +215,18 @@ class Auditor:
             if exc.response.get("Error", {}).get("Code") != "InvalidObjectState":
                 raise
             # The moto server refuses tag reads on DEEP_ARCHIVE (AWS answers them): the count is all it gives.
-            count = current.get("TagCount")
-            if count is not None and int(count) != len(expected):
-                obj.flag("tags", f"{count} tags, expected {len(expected)}")
+            self._tag_count_matches(obj, current, expected)
             return
         self._compare_tags(obj, {t["Key"]: t["Value"] for t in tag_set}, expected)
+
+    @staticmethod
+    def _tag_count_matches(obj: ObjectAudit, current: dict[str, Any], expected: dict[str, str]) -> bool:
+        """False (and the object flagged) when the HEAD's tag count is not the expected one."""
+        count = current.get("TagCount")
+        if count is not None and int(count) != len(expected):
+            obj.flag("tags", f"{count} tags, expected {len(expected)}")
+            return False
+        return True
 
     @staticmethod
     def _compare_tags(obj: ObjectAudit, tags: dict[str, str], expected: dict[str, str]) -> None:

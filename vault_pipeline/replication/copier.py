@@ -159,6 +159,34 @@ class SpoolFile:
             self._fd = None
 
 
+class _PartHasher:
+    """SHA-256 digests of consecutive `part_size` slices of a stream fed in chunks of any size."""
+
+    def __init__(self, part_size: int) -> None:
+        self.part_size = part_size
+        self.digests: list[bytes] = []
+        self._part = hashlib.sha256()
+        self._in_part = 0
+
+    def update(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            take = min(len(view), self.part_size - self._in_part)
+            self._part.update(view[:take])
+            self._in_part += take
+            view = view[take:]
+            if self._in_part == self.part_size:
+                self.digests.append(self._part.digest())
+                self._part, self._in_part = hashlib.sha256(), 0
+
+    def finish(self) -> list[bytes]:
+        """The digests, the last (short or empty) part included."""
+        if self._in_part or not self.digests:
+            self.digests.append(self._part.digest())
+            self._part, self._in_part = hashlib.sha256(), 0
+        return self.digests
+
+
 class ObjectCopier:
     def __init__(
         self, *, hot: Any, hot_bucket: str, cold: Any, cold_bucket: str, policy: RetentionPolicy,
@@ -186,11 +214,7 @@ class ObjectCopier:
             source, body = self._read_small(key)
             if source.size > self.options.multipart_threshold:  # grew since it was listed
                 return self.replicate(key, listed_size=source.size, on_upload=on_upload)
-            if first_copy and self._conditional:
-                written = self._put_if_absent(source, body)
-                if written is not None:
-                    return written
-            return self._copy_small(source, body)
+            return self._copy_small(source, body, first_copy=first_copy)
         source = self._head_source(key)
         return self._copy_large(source, on_upload)
 
@@ -255,9 +279,7 @@ class ObjectCopier:
         `spool` on the way. The last value says whether the spool holds the whole object (a write that
         fails, e.g. a full disk, only costs the spool: the parts are then read again from the hot site)."""
         whole = hashlib.sha256()
-        part_digests: list[bytes] = []
-        part = hashlib.sha256()
-        in_part = 0
+        parts = _PartHasher(part_size)
         total = 0
         try:
             response = self.hot.get_object(Bucket=self.hot_bucket, Key=source.key, IfMatch=f'"{source.etag}"')
@@ -270,35 +292,15 @@ class ObjectCopier:
                     except OSError as exc:
                         log.warning("spool file for %r abandoned (%s): parts will be read again", source.key, exc)
                         spool = None
-                view = memoryview(chunk)
-                while view:
-                    take = min(len(view), part_size - in_part)
-                    part.update(view[:take])
-                    in_part += take
-                    view = view[take:]
-                    if in_part == part_size:
-                        part_digests.append(part.digest())
-                        part, in_part = hashlib.sha256(), 0
+                parts.update(chunk)
         except Exception as exc:
             raise wrap(f"GET hot object {source.key!r} (hash pass)", exc) from exc
-        if in_part or not part_digests:
-            part_digests.append(part.digest())
         if total != source.size:
             raise CopyError(f"hot object {source.key!r}: read {total} bytes, expected {source.size}")
-        return whole.digest(), part_digests, spool is not None and spool.written == total
+        return whole.digest(), parts.finish(), spool is not None and spool.written == total
 
     def _read_range(self, source: SourceObject, start: int, length: int) -> bytes:
-        try:
-            response = self.hot.get_object(
-                Bucket=self.hot_bucket, Key=source.key, IfMatch=f'"{source.etag}"',
-                Range=f"bytes={start}-{start + length - 1}",
-            )
-            data = response["Body"].read()
-        except Exception as exc:
-            raise wrap(f"ranged GET of hot object {source.key!r} bytes {start}+{length}", exc) from exc
-        if len(data) != length:
-            raise CopyError(f"ranged GET of hot object {source.key!r} returned {len(data)} bytes, expected {length}")
-        return data
+        return b"".join(self._range_chunks(source, start, length))
 
     # -- cold side --------------------------------------------------------------------------------
     def _cold_metadata(self, source: SourceObject, sha_hex: str, retention: ResolvedRetention,
@@ -352,29 +354,31 @@ class ObjectCopier:
         return head
 
     # -- copy paths -------------------------------------------------------------------------------
-    def _copy_small(self, source: SourceObject, body: bytes) -> ReplicationOutcome:
+    def _copy_small(self, source: SourceObject, body: bytes, *, first_copy: bool) -> ReplicationOutcome:
         digest = hashlib.sha256(body).digest()
         sha_hex = digest.hex()
         retention = self.policy.resolve(source.metadata, source.last_modified)
         expected = ExpectedChecksum.full(digest)
+        args = self._lock_args(source, sha_hex, retention, None)
+        if first_copy and self._conditional:
+            written = self._put_if_absent(source, body, digest, args)
+            if written is not None:
+                return self._verified(source, sha_hex, expected, retention, None, written.get("VersionId"))
         existing = self._existing_copy(source)
         if existing and existing["Metadata"].get(META_SHA256) == sha_hex and not expected.mismatch(
                 existing.get("ChecksumSHA256")):
             return self._verified(source, sha_hex, expected, retention, None, existing["VersionId"], adopted=True)
-        args = self._lock_args(source, sha_hex, retention, None)
         try:
             response = self.cold.put_object(Body=body, ChecksumSHA256=b64(digest), **args)
         except Exception as exc:
             raise wrap(f"PUT cold object {source.key!r}", exc) from exc
         return self._verified(source, sha_hex, expected, retention, None, response.get("VersionId"))
 
-    def _put_if_absent(self, source: SourceObject, body: bytes) -> ReplicationOutcome | None:
-        """The first copy of a key, written only if the key has no version yet; None when it has one (or
-        the server does not do conditional writes): the caller then checks for a copy to adopt."""
-        digest = hashlib.sha256(body).digest()
-        sha_hex = digest.hex()
-        retention = self.policy.resolve(source.metadata, source.last_modified)
-        args = self._lock_args(source, sha_hex, retention, None)
+    def _put_if_absent(self, source: SourceObject, body: bytes, digest: bytes,
+                       args: dict[str, Any]) -> dict[str, Any] | None:
+        """The first copy of a key, written only if the key has no version yet: the PUT's response; None
+        when the key has a version or the server does not do conditional writes: the caller then checks
+        for a copy to adopt."""
         try:
             response = self.cold.put_object(Body=body, ChecksumSHA256=b64(digest), IfNoneMatch="*", **args)
         except ClientError as exc:
@@ -392,8 +396,7 @@ class ObjectCopier:
             raise wrap(f"PUT cold object {source.key!r}", exc) from exc
         except Exception as exc:
             raise wrap(f"PUT cold object {source.key!r}", exc) from exc
-        return self._verified(source, sha_hex, ExpectedChecksum.full(digest), retention, None,
-                              response.get("VersionId"))
+        return response
 
     def _copy_large(self, source: SourceObject, on_upload: UploadHook) -> ReplicationOutcome:
         spool = self._open_spool(source)
@@ -464,13 +467,10 @@ class ObjectCopier:
 
     @staticmethod
     def _part_digests(spool: SpoolFile, part_size: int) -> list[bytes]:
-        digests = []
-        for start in range(0, max(spool.size, 1), part_size):
-            digest = hashlib.sha256()
-            for chunk in spool.chunks(start, min(part_size, spool.size - start)):
-                digest.update(chunk)
-            digests.append(digest.digest())
-        return digests
+        parts = _PartHasher(part_size)
+        for chunk in spool.chunks(0, spool.size):
+            parts.update(chunk)
+        return parts.finish()
 
     def _range_chunks(self, source: SourceObject, start: int, length: int) -> Iterator[bytes]:
         """A part of the source, streamed from a ranged GET pinned to the hashed version (If-Match)."""
@@ -487,6 +487,8 @@ class ObjectCopier:
             for chunk in body.iter_chunks(READ_CHUNK):
                 received += len(chunk)
                 yield chunk
+        except Exception as exc:
+            raise wrap(f"ranged GET of hot object {source.key!r} bytes {start}+{length}", exc) from exc
         finally:
             body.close()
         if received != length:

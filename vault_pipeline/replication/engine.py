@@ -128,9 +128,6 @@ class GroupCommitter:
             self._cv.notify_all()
         return done
 
-    def record(self, row: ClaimedRow, outcome: ReplicationOutcome, duration_s: float) -> str:
-        return self.submit(row, outcome, duration_s).result()
-
     def _run(self) -> None:
         while True:
             with self._cv:
