@@ -34,13 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # copybench, latencybe
 from copybench import report
 from copybench.report import code_version, cpu_model, weed_version
 from latencybench import analysis
-from latencybench.dagsterapi import DagsterApi, DagsterApiError
-from latencybench.devserver import DevServer
 from latencybench.observe import VerifiedPoller, read_rows
 from latencybench.uploads import Upload, plan_uploads, put_document, run_uploads
 
+from vault_pipeline.devstack.devserver import DevServer
 from vault_pipeline.devstack.process import DevStackError
 from vault_pipeline.devstack.site import find_binary, s3_client
+from vault_pipeline.operations.dagster_api import DagsterApi, DagsterApiError
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results"

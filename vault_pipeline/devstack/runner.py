@@ -74,7 +74,8 @@ def run_stack_forever(root: Path, dagster: bool, *, dagster_yaml: Path | None = 
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, request_stop) for sig in handled}
     try:
-        stack = DevStack(root, pg_port=pg_port, hot_port=hot_port, cold_port=cold_port, cold_flavour=cold_flavour)
+        stack = DevStack(root, pg_port=pg_port, hot_port=hot_port, cold_port=cold_port, cold_flavour=cold_flavour,
+                         dagster_url=f"http://{LOOPBACK}:{ui_port}" if dagster else None)
         try:
             stack.start()
         except DevStackError as exc:

@@ -21,11 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
-
-
-class CommandError(RuntimeError):
-    """A command cannot run (configuration, arguments); the message is the whole explanation."""
+from vault_pipeline.commands.errors import EXIT_OK, EXIT_PROBLEMS, CommandError, run_reporting_errors
 
 
 def add_journal_commands(commands: Any) -> None:
@@ -149,28 +145,6 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def run_journal_command(args: argparse.Namespace) -> int:
-    import psycopg
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from vault_pipeline.journal.chain import ChainError
-    from vault_pipeline.journal.seal import SigningKeyError
-    from vault_pipeline.journal.segments import JournalError
-    from vault_pipeline.replication.errors import describe_s3_error
-    from vault_pipeline.replication.tracking import redact_dsn
-    from vault_pipeline.settings import ConfigurationError
-
     handlers = {"verify": _verify, "prove": _prove, "check-proof": _check_proof, "keygen": _keygen}
-    name = f"vault-pipeline journal {args.journal_command}"
-    try:
-        return handlers[args.journal_command](args)
-    except (CommandError, ConfigurationError, JournalError, ChainError, SigningKeyError) as exc:
-        message = str(exc)
-    except (ClientError, BotoCoreError) as exc:
-        message = f"cold site: {describe_s3_error(exc)[0]}"
-    except psycopg.Error as exc:
-        dsn = os.environ.get("VAULT_DATABASE_URL", "")
-        message = f"tracking database {redact_dsn(dsn)}: {str(exc).strip().splitlines()[0] if str(exc) else exc!r}"
-        if dsn and dsn in message:
-            message = message.replace(dsn, redact_dsn(dsn))
-    print(f"{name}: error: {' '.join(message.split())}", file=sys.stderr)
-    return EXIT_ERROR
+    return run_reporting_errors(f"vault-pipeline journal {args.journal_command}", handlers[args.journal_command],
+                                args, s3_site="cold site")

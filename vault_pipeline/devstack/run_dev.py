@@ -1,6 +1,6 @@
-"""`vault-pipeline dev` (what `make run` runs) on the ports and data directory the latency benchmark chose.
+"""`vault-pipeline dev` (what `make run` runs) on the ports and data directory a test or benchmark chose.
 
-    python benchmarks/latencybench/run_dev.py ROOT --pg-port P --hot-port H --cold-port C --ui-port U
+    python -m vault_pipeline.devstack.run_dev ROOT --pg-port P --hot-port H --cold-port C --ui-port U
 
 The same function as the CLI's `dev` command (vault_pipeline/cli.py), with the same dagster.yaml and
 workspace.yaml: the embedded stack under ROOT, `dagster dev` with DAGSTER_HOME = ROOT/dagster_home and

@@ -1,10 +1,11 @@
 """`vault-pipeline dev` in a child process on free loopback ports, its data in a temporary directory.
 
-The child (run_dev.py) runs the CLI's own `run_stack_forever`: PostgreSQL, both SeaweedFS sites, and
-`dagster dev` with the repository's dagster.yaml copied into ROOT/dagster_home, sensors running by
-default. Its output (the stack's banner, Dagster's logs) goes to ROOT/../dev.log. Stopping sends it
-SIGINT, the Ctrl-C of `make run`, which stops Dagster, then the sites, then PostgreSQL; if it does not
-finish in time its process group is killed and its servers, which carry a parent-death signal, follow.
+The child (`python -m vault_pipeline.devstack.run_dev`) runs the CLI's own `run_stack_forever`:
+PostgreSQL, both SeaweedFS sites, and `dagster dev` with the repository's dagster.yaml copied into
+ROOT/dagster_home, sensors running by default. Its output (the stack's banner, Dagster's logs) goes to
+the log path given. Stopping sends it SIGINT, the Ctrl-C of `make run`, which stops Dagster, then the
+sites, then PostgreSQL; if it does not finish in time its process group is killed and its servers, which
+carry a parent-death signal, follow.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from latencybench.dagsterapi import DagsterApi, DagsterApiError
 from vault_pipeline.devstack.ports import LOOPBACK, SITE_PORT_BLOCK, find_free_port_block
 from vault_pipeline.devstack.process import DevStackError, start_process, stop_process, tail
 from vault_pipeline.devstack.stack import DevStack
+from vault_pipeline.operations.dagster_api import DagsterApi, DagsterApiError
 
-RUN_DEV = Path(__file__).resolve().with_name("run_dev.py")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 START_ATTEMPTS = 3
 STACK_TIMEOUT_S = 120.0  # PostgreSQL and both sites up (stack.json written)
 DAGSTER_TIMEOUT_S = 240.0  # webserver answering, code location loaded, first sensor tick done (2 busy cores)
@@ -53,10 +54,10 @@ class DevServer:
         """Start on free ports (new ones if a server could not bind), wait for the stack's settings."""
         for attempt in range(1, START_ATTEMPTS + 1):
             self.ports = free_ports()
-            command = [sys.executable, str(RUN_DEV), str(self.root),
+            command = [sys.executable, "-m", "vault_pipeline.devstack.run_dev", str(self.root),
                        *(arg for name, port in self.ports.items() for arg in (f"--{name}-port", str(port)))]
             # From the main thread: the child's parent-death signal fires when the forking thread ends.
-            self.process = start_process(command, log_path=self.log_path, env=self.extra_env, cwd=RUN_DEV.parents[2])
+            self.process = start_process(command, log_path=self.log_path, env=self.extra_env, cwd=REPO_ROOT)
             try:
                 self.env = self._wait_for_stack()
                 return self
