@@ -65,6 +65,8 @@ class VaultSettings(BaseSettings):
     sensor_page_size: int = Field(1000, ge=1, le=1000, alias="VAULT_SENSOR_PAGE_SIZE")
     backlog_warning_threshold: int = Field(1000, ge=1, alias="VAULT_BACKLOG_WARNING_THRESHOLD")
     partitions_start_date: dt.date = Field(dt.date(2024, 1, 1), alias="VAULT_PARTITIONS_START_DATE")
+    # Where the operator commands (status, retry-failed) reach the Dagster webserver's GraphQL API.
+    dagster_url: str = Field("http://127.0.0.1:3000", pattern=r"^https?://\S+$", alias="VAULT_DAGSTER_URL")
 
     # Verification (issue 3): reports, rolling re-verification, cost estimate.
     report_prefix: str = Field("reports/verification/", min_length=1, alias="VAULT_REPORT_PREFIX")
