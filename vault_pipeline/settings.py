@@ -86,6 +86,12 @@ class VaultSettings(BaseSettings):
     restore_drill_deadline_hours: float = Field(72.0, gt=0, le=720, alias="VAULT_RESTORE_DRILL_DEADLINE_HOURS")
     restore_drill_poll_minutes: int = Field(60, ge=1, le=1440, alias="VAULT_RESTORE_DRILL_POLL_MINUTES")
 
+    # `vault-pipeline restore` (issue 6): one document restored by an operator. Standard (12 h for Deep
+    # Archive) rather than the drill's Bulk (48 h): someone is waiting for it. The restored copy is kept
+    # long enough for a rerun after a timeout to find it.
+    restore_tier: str = Field("Standard", alias="VAULT_RESTORE_TIER")
+    restore_days: int = Field(7, ge=1, le=30, alias="VAULT_RESTORE_DAYS")
+
     # Alerts (issue 3). The webhook URL is a secret: it reaches the resource as EnvVar, not through here.
     alert_sensor_interval_seconds: int = Field(30, ge=5, le=3600, alias="VAULT_ALERT_SENSOR_INTERVAL_SECONDS")
     # A tick spends at most budget + 3 x timeout delivering: both bounded to stay under Dagster's 60 s.
@@ -130,7 +136,7 @@ class VaultSettings(BaseSettings):
             raise ValueError("must be a relative key prefix ending with '/'")
         return value
 
-    @field_validator("restore_drill_tier")
+    @field_validator("restore_drill_tier", "restore_tier")
     @classmethod
     def _known_tier(cls, value: str) -> str:
         tier = value.strip().capitalize()
