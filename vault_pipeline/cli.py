@@ -1,26 +1,41 @@
-"""`vault-pipeline` command line: the embedded development stack.
+"""`vault-pipeline` command line: the embedded development stack and the operator commands.
 
     vault-pipeline dev          start PostgreSQL, both S3 sites and `dagster dev` (what `make run` does)
     vault-pipeline stack up     start only the embedded stack, in the foreground
     vault-pipeline stack env    print the running stack's settings as shell export lines
+    vault-pipeline status       replication at a glance: counts, backlog, lag, sensor, verification, checks
+    vault-pipeline retry-failed re-run the days that have failed rows, as Dagster runs
+    vault-pipeline restore KEY --to PATH   bring a document back from the cold site, verified
     vault-pipeline journal ...  verify the write journal, prove a document, make a seal signing key
                                 (verify | prove KEY | check-proof FILE | keygen; see docs/journal.md)
+
+The operator commands read the pipeline's environment (README.md, "Configuration"); in a shell next to
+`make run`, `eval "$(.venv/bin/vault-pipeline stack env)"` sets it. docs/operations.md is the runbook.
+Exit status: 0 done, 1 done but something is wrong, 2 could not run (one line on stderr says why).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from vault_pipeline.journal.commands import add_journal_commands, run_journal_command
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# command name -> module under vault_pipeline.commands with add_parser(commands) and run(args)
+OPERATOR_COMMANDS = {"status": "status", "retry-failed": "retry_failed"}
 
 
 def stack_root() -> Path:
     return Path(os.environ.get("VAULT_DEVSTACK_DIR", ".vault")).resolve()
+
+
+def _operator_module(command: str) -> ModuleType:
+    return importlib.import_module(f"vault_pipeline.commands.{OPERATOR_COMMANDS[command]}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     stack_commands = stack.add_subparsers(dest="stack_command", required=True)
     stack_commands.add_parser("up", help="start the stack in the foreground; Ctrl-C stops it")
     stack_commands.add_parser("env", help="print export lines for the running stack")
+    for command in OPERATOR_COMMANDS:
+        _operator_module(command).add_parser(commands)
     add_journal_commands(commands)
     return parser
 
@@ -40,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "journal":
         return run_journal_command(args)
+    if args.command in OPERATOR_COMMANDS:
+        from vault_pipeline.commands.errors import run_reporting_errors
+
+        module = _operator_module(args.command)
+        return run_reporting_errors(f"vault-pipeline {args.command}", module.run, args)
     from vault_pipeline.devstack.runner import print_env, run_stack_forever
 
     root = stack_root()

@@ -1,8 +1,10 @@
-"""What the benchmark asks `dagster dev`, through the webserver's GraphQL API (what the UI itself reads).
+"""What the operator commands, tests and benchmarks ask Dagster, through the webserver's GraphQL API (what
+the UI itself reads).
 
 Sensor ticks (when each started and ended, which runs it requested), the runs of a job (created, started,
-ended, per-step timings) and the lifecycle events of one run (enqueued, starting, started, finished).
-Times are Unix seconds (floats) as Dagster records them.
+ended, per-step timings), one run's status and lifecycle events (enqueued, starting, started, finished),
+the evaluations of an asset check per partition, and launching a partition's run. Times are Unix seconds
+(floats) as Dagster records them.
 """
 
 from __future__ import annotations
@@ -55,13 +57,53 @@ query Events($runId: ID!, $after: String) {
 }"""
 
 
+_RUN = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { runId status startTime endTime tags { key value } }
+    ... on Error { message }
+  }
+}"""
+
+_CHECK_NAMES = """
+query Checks($assetKey: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $assetKey) {
+    __typename
+    ... on AssetNode { assetChecksOrError { __typename ... on AssetChecks { checks { name } } } }
+    ... on Error { message }
+  }
+}"""
+
+_CHECK_EXECUTIONS = """
+query CheckExecutions($assetKey: AssetKeyInput!, $checkName: String!, $limit: Int!) {
+  assetCheckExecutions(assetKey: $assetKey, checkName: $checkName, limit: $limit) {
+    runId status timestamp partition
+    evaluation { success description metadataEntries { label ... on JsonMetadataEntry { jsonString } } }
+  }
+}"""
+
+_LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on Error { message }
+  }
+}"""
+
+FINISHED_RUN_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+
+
 class DagsterApiError(RuntimeError):
     pass
 
 
 class DagsterApi:
     def __init__(self, url: str, timeout: float = 30.0) -> None:
-        self.url = url.rstrip("/") + "/graphql"
+        self.base_url = url.rstrip("/")
+        self.url = self.base_url + "/graphql"
         self.timeout = timeout
 
     def query(self, text: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -70,7 +112,9 @@ class DagsterApi:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 answer = json.loads(response.read())
-        except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as exc:
+        except urllib.error.URLError as exc:
+            raise DagsterApiError(f"{self.url}: {getattr(exc, 'reason', exc)}") from exc
+        except (TimeoutError, ConnectionError, ValueError) as exc:
             raise DagsterApiError(f"{self.url}: {exc}") from exc
         if answer.get("errors"):
             raise DagsterApiError(f"GraphQL errors: {answer['errors']}")
@@ -116,3 +160,40 @@ class DagsterApi:
             if not found["hasMore"]:
                 return times
             after = found["cursor"]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """{'runId', 'status', 'startTime', 'endTime', 'tags': dict}."""
+        found = self.query(_RUN, {"runId": run_id})["runOrError"]
+        if found["__typename"] != "Run":
+            raise DagsterApiError(f"run {run_id}: {found['__typename']}: {found.get('message')}")
+        return {**found, "tags": {t["key"]: t["value"] for t in found["tags"]}}
+
+    def asset_check_names(self, asset: str) -> list[str]:
+        found = self.query(_CHECK_NAMES, {"assetKey": {"path": asset.split("/")}})["assetNodeOrError"]
+        if found["__typename"] != "AssetNode":
+            raise DagsterApiError(f"asset {asset}: {found['__typename']}: {found.get('message')}")
+        checks = found["assetChecksOrError"]
+        if checks["__typename"] != "AssetChecks":
+            raise DagsterApiError(f"checks of {asset}: {checks['__typename']}")
+        return [c["name"] for c in checks["checks"]]
+
+    def asset_check_executions(self, asset: str, check: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Evaluations of one check, newest first: runId, status, timestamp, partition, evaluation."""
+        return self.query(_CHECK_EXECUTIONS, {"assetKey": {"path": asset.split("/")}, "checkName": check,
+                                              "limit": limit})["assetCheckExecutions"]
+
+    def launch_run(self, job: str, *, partition: str | None = None, run_config: dict[str, Any] | None = None,
+                   tags: dict[str, str] | None = None) -> str:
+        """Launch (enqueue) a run of `job`, of one partition when given; its run id."""
+        all_tags = {**(tags or {}), **({"dagster/partition": partition} if partition else {})}
+        params = {
+            "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": job},
+            "runConfigData": run_config or {},
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in all_tags.items()]},
+        }
+        found = self.query(_LAUNCH, {"params": params})["launchRun"]
+        if found["__typename"] == "LaunchRunSuccess":
+            return str(found["run"]["runId"])
+        detail = found.get("message") or "; ".join(e["message"] for e in found.get("errors") or [])
+        raise DagsterApiError(f"launching {job}{f' for {partition}' if partition else ''}: "
+                              f"{found['__typename']}: {detail}")

@@ -1,0 +1,43 @@
+"""What the operator commands share: the tracking database connection, the hot bucket, Dagster's URL."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from vault_pipeline.commands.errors import CommandError, require_env
+
+
+def add_dagster_url_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dagster-url", help="the Dagster webserver (default: VAULT_DAGSTER_URL, else "
+                        "http://127.0.0.1:3000, where `make run` serves it)")
+
+
+def dagster_url(args: argparse.Namespace) -> str:
+    from vault_pipeline.settings import load_settings
+
+    url = (args.dagster_url or "").strip() or load_settings()[0].dagster_url
+    if not url.startswith(("http://", "https://")):
+        raise CommandError(f"--dagster-url {url!r} is not an http(s) URL")
+    return url
+
+
+def hot_bucket(args: argparse.Namespace) -> str | None:
+    """--bucket, else OVH_S3_BUCKET_DOCUMENTS, else None (every bucket the database tracks)."""
+    return (getattr(args, "bucket", None) or os.environ.get("OVH_S3_BUCKET_DOCUMENTS", "")).strip() or None
+
+
+@contextmanager
+def tracking_connection(*, read_only: bool) -> Iterator[Any]:
+    """A psycopg connection to VAULT_DATABASE_URL (autocommit; read-only sessions when asked)."""
+    import psycopg
+
+    dsn = require_env("VAULT_DATABASE_URL", why="the operator commands read the tracking database")[
+        "VAULT_DATABASE_URL"]
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=15) as conn:
+        if read_only:
+            conn.execute("SET default_transaction_read_only = on")
+        yield conn

@@ -1,0 +1,137 @@
+"""`vault-pipeline status [--json]`: replication at a glance.
+
+Counts by status and document type, the backlog and its oldest object, how long recent copies took,
+failed rows, `hot_bucket_sensor`'s state and last tick, the last verification of recent days and the
+overdue ones, failed checks and open alerts; then what needs attention. Exit status 0 when nothing
+needs attention, 1 when something does (each listed), 2 when the status cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from typing import Any
+
+from vault_pipeline.commands.common import add_dagster_url_argument, dagster_url, hot_bucket, tracking_connection
+from vault_pipeline.commands.errors import EXIT_OK, EXIT_PROBLEMS
+from vault_pipeline.commands.progress import format_amount
+
+STATUSES = ("replicated", "pending", "in_progress", "failed")
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser("status", help="replication at a glance: counts, backlog, lag, sensor, checks",
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout instead of text")
+    parser.add_argument("--bucket", help="the hot bucket (default: OVH_S3_BUCKET_DOCUMENTS; unset: every bucket)")
+    parser.add_argument("--days", type=int, default=7, help="recent days listed with their verification (7)")
+    add_dagster_url_argument(parser)
+    parser.add_argument("--no-dagster", action="store_true", help="do not ask Dagster (database facts only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vault_pipeline.operations.dagster_api import DagsterApi
+    from vault_pipeline.operations.status import collect_status
+    from vault_pipeline.settings import load_settings
+
+    settings, _ = load_settings()
+    api = None if args.no_dagster else DagsterApi(dagster_url(args), timeout=15)
+    with tracking_connection(read_only=True) as conn:
+        report = collect_status(conn, api, source_bucket=hot_bucket(args),
+                                period_days=settings.verification_period_days,
+                                sensor_interval_seconds=settings.sensor_interval_seconds,
+                                recent_days=max(0, args.days))
+    print(report.to_json() if args.json else render(report))
+    return EXIT_PROBLEMS if report.attention else EXIT_OK
+
+
+def _ago(iso: str | None, now: dt.datetime) -> str:
+    if not iso:
+        return "never"
+    return f"{duration((now - dt.datetime.fromisoformat(iso)).total_seconds())} ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def render(report: Any) -> str:
+    now = dt.datetime.fromisoformat(report.generated_at)
+    lines = [f"vault-pipeline status: {'bucket ' + report.source_bucket if report.source_bucket else 'all buckets'}"
+             f", {report.generated_at}"]
+
+    def row(label: str, text: str) -> None:
+        lines.append(f"{label:<14}{text}")
+
+    counts = report.by_status
+    total = sum(c["objects"] for c in counts.values())
+    row("objects", f"{total:,} tracked: " + ", ".join(
+        f"{s.replace('_', ' ')} {counts.get(s, {}).get('objects', 0):,}"
+        f" ({format_amount(counts.get(s, {}).get('bytes', 0), 'bytes')})" for s in STATUSES))
+    for doc_type, by in sorted(report.by_document_type.items()):
+        row("", f"{doc_type}: " + ", ".join(f"{s.replace('_', ' ')} {by[s]:,}" for s in STATUSES if by.get(s)))
+    waiting = report.oldest_waiting
+    row("backlog", f"{report.backlog['objects']:,} object(s), {format_amount(report.backlog['bytes'], 'bytes')}"
+        + (f"; oldest {waiting['key']!r} ({waiting['status'].replace('_', ' ')}, day {waiting['day']}) "
+           f"waiting {duration(waiting['waiting_seconds'])}" if waiting else ""))
+    recent = report.recent_copies
+    row("copies (24 h)", f"{recent['copies']:,}; upload to verified copy p50 {duration(recent['lag_p50_seconds'])},"
+        f" p95 {duration(recent['lag_p95_seconds'])}, max {duration(recent['lag_max_seconds'])};"
+        f" last copy {_ago(recent['last_replicated_at'], now)}")
+    failed = report.failed_rows
+    if failed["objects"]:
+        days = ", ".join(f"{d} ({n})" for d, n in list(failed["days"].items())[:5])
+        row("failed rows", f"{failed['objects']:,} on {len(failed['days'])} day(s): {days}")
+        for item in failed["latest"][:5]:
+            row("", f"{item['key']!r} ({item['day']}, {item['attempts']} attempt(s)): "
+                f"{' '.join((item['error'] or '').split())[:160]}")
+    else:
+        row("failed rows", "none")
+
+    dagster = report.dagster
+    if "error" in dagster:
+        row("dagster", f"not reachable: {dagster['error']}")
+    else:
+        sensor, tick = dagster["sensor"], dagster["sensor"]["last_tick"]
+        tick_text = "no tick yet" if tick is None else (
+            f"last tick {_ago(tick['at'], now)} {tick['status']}, {tick['runs_requested']} run(s) requested"
+            + (f", error: {tick['error']}" if tick["error"] else ""))
+        row("sensor", f"{sensor['name']} {sensor['status']} every {sensor['interval_seconds']} s; {tick_text}")
+        run = dagster["last_replication_run"]
+        row("last run", "none" if run is None else
+            f"replication_job {run['partition'] or ''} {run['status']} {_ago(run['created_at'], now)}"
+            f" ({dagster['url']}/runs/{run['run_id']})")
+
+    verification = report.verification
+    row("verification", f"every day re-verified within {verification['period_days']} days: "
+        f"{verification['days_with_copies']:,} day(s) with copies, {verification['overdue_days']:,} overdue"
+        + (f" (oldest {verification['oldest_overdue_day']})" if verification["overdue_days"] else ""))
+    for day in verification["recent"]:
+        row("", f"{day['day']}  " + (f"verified {_ago(day['verified_at'], now)}: {day['ok']}/{day['objects']} ok"
+                                      if day["verified_at"] else "never verified"))
+    if report.failed_checks:
+        for check in report.failed_checks[:10]:
+            keys = ", ".join(repr(k) for k in check["failing_keys"][:3]) or "(see the check's metadata)"
+            row("failed check" if check is report.failed_checks[0] else "",
+                f"{check['check']} {check['day']} {check['status']}: {keys}")
+    else:
+        row("failed checks", "none")
+    for alert in report.open_alerts[:10]:
+        row("open alert" if alert is report.open_alerts[0] else "",
+            f"{alert['kind']} {alert['subject']} {alert['partition']} since {alert['since']}"
+            f" ({alert['occurrences']} occurrence(s))")
+    lines.append("")
+    if report.attention:
+        lines.append("needs attention:")
+        lines.extend(f"  - {item}" for item in report.attention)
+    else:
+        lines.append("all clear")
+    return "\n".join(lines)

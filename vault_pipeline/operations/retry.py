@@ -1,0 +1,103 @@
+"""Retrying failed rows through Dagster, for `vault-pipeline retry-failed`.
+
+A row becomes `failed` when its copy still failed after the run's own retries (VAULT_MAX_ATTEMPTS). The
+sensor does not request runs for failed rows, on purpose: a permanent failure (a malformed document, a
+cold site refusing writes) would otherwise be retried forever. Once the cause is fixed, an operator asks
+for one `replication_job` run per day that has failed rows. That run claims the day's failed rows like
+pending ones (tracking.claim), copies and verifies them, runs the day's checks, and shows up in the UI
+like any other run, tagged `vault/trigger=retry-failed`.
+
+Plain Python: no Dagster imports (runs are launched through the webserver's GraphQL API).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vault_pipeline.operations.dagster_api import FINISHED_RUN_STATUSES, DagsterApi
+
+JOB = "replication_job"
+TRIGGER_TAG = "vault/trigger"
+TRIGGER = "retry-failed"
+# The rows are registered already: the run does not list the hot bucket again (as for the sensor's runs).
+RUN_CONFIG = {"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}}
+
+
+def failed_rows_by_day(conn: Any, source_bucket: str, days: list[dt.date] | None = None) -> dict[dt.date, int]:
+    """{day: failed rows}, oldest day first; only the given days when `days` is set."""
+    sql = ("SELECT partition_day, count(*) FROM vault_secure.replication_status"
+           " WHERE source_bucket = %s AND status = 'failed'")
+    params: list[Any] = [source_bucket]
+    if days is not None:
+        sql += " AND partition_day = ANY(%s)"
+        params.append(days)
+    return {day: int(n) for day, n in conn.execute(sql + " GROUP BY 1 ORDER BY 1", params).fetchall()}
+
+
+def day_outcome(conn: Any, source_bucket: str, day: dt.date, since: dt.datetime) -> dict[str, Any]:
+    """What became of the day's rows that the retry concerned: still failed (with their errors), or
+    replicated since the retry started."""
+    still_failed = conn.execute(
+        "SELECT object_key, error_message FROM vault_secure.replication_status"
+        " WHERE source_bucket = %s AND partition_day = %s AND status = 'failed' ORDER BY object_key",
+        (source_bucket, day),
+    ).fetchall()
+    replicated = conn.execute(
+        "SELECT count(*) FROM vault_secure.replication_status WHERE source_bucket = %s AND partition_day = %s"
+        " AND status = 'replicated' AND replicated_at >= %s",
+        (source_bucket, day, since),
+    ).fetchone()[0]
+    return {"replicated": int(replicated), "still_failed": len(still_failed),
+            "errors": [{"key": key, "error": error} for key, error in still_failed[:10]]}
+
+
+@dataclass
+class DayRetry:
+    day: dt.date
+    failed_rows: int
+    run_id: str | None = None
+    run_status: str | None = None
+    outcome: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.run_status in FINISHED_RUN_STATUSES
+
+    @property
+    def ok(self) -> bool:
+        return self.run_status == "SUCCESS" and self.outcome.get("still_failed", 1) == 0
+
+
+def launch_retries(api: DagsterApi, failed: dict[dt.date, int], *, partition_key: Callable[[dt.date], str],
+                   requested_by: str) -> list[DayRetry]:
+    """One replication_job run per day, in day order."""
+    retries = []
+    for day, rows in failed.items():
+        retry = DayRetry(day=day, failed_rows=rows)
+        retry.run_id = api.launch_run(JOB, partition=partition_key(day), run_config=RUN_CONFIG,
+                                      tags={TRIGGER_TAG: TRIGGER, "vault/failed_rows": str(rows),
+                                            "vault/requested_by": requested_by})
+        retry.run_status = "QUEUED"
+        retries.append(retry)
+    return retries
+
+
+def wait_for_runs(api: DagsterApi, retries: list[DayRetry], *, timeout: float, poll_seconds: float = 2.0,
+                  on_change: Callable[[list[DayRetry]], None] | None = None) -> bool:
+    """Poll until every run finished (True) or `timeout` seconds passed (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for retry in retries:
+            if retry.run_id and not retry.done:
+                retry.run_status = api.run(retry.run_id)["status"]
+        if on_change is not None:
+            on_change(retries)
+        if all(r.done for r in retries):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_seconds)

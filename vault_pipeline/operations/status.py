@@ -1,0 +1,282 @@
+"""The replication status at a glance, for `vault-pipeline status`: what the database knows, what Dagster
+shows, and what needs a human.
+
+From PostgreSQL (read-only, a handful of aggregate queries that use the status and day indexes):
+counts and bytes by status and by document type, the backlog, the oldest object still waiting and how
+long it has waited, how long recent copies took, the failed rows, the last verification of each recent
+day and the days whose verification is overdue, and the open alerts.
+
+From Dagster, through the webserver's GraphQL API when it answers: the state and last tick of
+`hot_bucket_sensor` and the latest evaluation of every check of `cold_copies`, per day. When Dagster does
+not answer, the report says so and falls back on the open check alerts the alert sensors recorded.
+
+Plain Python: no Dagster imports.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from vault_pipeline.operations.dagster_api import DagsterApi, DagsterApiError
+
+SENSOR = "hot_bucket_sensor"
+CHECKED_ASSET = "cold_copies"
+RECENT_DAYS = 7  # days listed with their last verification
+CHECK_HISTORY = 500  # evaluations read per check (newest first) to find each day's latest
+FAILED_ROWS_SHOWN = 10
+
+
+@dataclass
+class StatusReport:
+    generated_at: str
+    source_bucket: str | None
+    by_status: dict[str, dict[str, int]]
+    by_document_type: dict[str, dict[str, int]]
+    backlog: dict[str, int]
+    oldest_waiting: dict[str, Any] | None
+    recent_copies: dict[str, Any]
+    failed_rows: dict[str, Any]
+    verification: dict[str, Any]
+    open_alerts: list[dict[str, Any]]
+    dagster: dict[str, Any]
+    failed_checks: list[dict[str, Any]]
+    attention: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False, ensure_ascii=False, default=str)
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds") if moment else None
+
+
+def _bucket_filter(source_bucket: str | None) -> tuple[str, list[Any]]:
+    return ("source_bucket = %s", [source_bucket]) if source_bucket else ("TRUE", [])
+
+
+def database_status(conn: Any, source_bucket: str | None, *, period_days: int,
+                    recent_days: int = RECENT_DAYS) -> dict[str, Any]:
+    """Everything the tracking database says; `conn` is a psycopg connection."""
+    where, params = _bucket_filter(source_bucket)
+    cur = conn.cursor(row_factory=dict_row)
+    now = cur.execute("SELECT now() AS now").fetchone()["now"]
+
+    by_status: dict[str, dict[str, int]] = {}
+    by_type: dict[str, dict[str, int]] = {}
+    for row in cur.execute(
+        f"SELECT status, COALESCE(document_type, 'unclassified') AS document_type, count(*) AS objects,"
+        f" COALESCE(sum(file_size), 0) AS bytes FROM vault_secure.replication_status WHERE {where}"
+        " GROUP BY 1, 2", params,
+    ):
+        totals = by_status.setdefault(row["status"], {"objects": 0, "bytes": 0})
+        totals["objects"] += row["objects"]
+        totals["bytes"] += int(row["bytes"])
+        counts = by_type.setdefault(row["document_type"], {})
+        counts[row["status"]] = counts.get(row["status"], 0) + row["objects"]
+    backlog = {name: sum(by_status.get(s, {}).get(name, 0) for s in ("pending", "in_progress"))
+               for name in ("objects", "bytes")}
+
+    oldest = cur.execute(
+        f"SELECT object_key, status, partition_day, source_last_modified, created_at, retry_count"
+        f" FROM vault_secure.replication_status WHERE {where} AND status IN ('pending', 'in_progress')"
+        " ORDER BY source_last_modified, id LIMIT 1", params,
+    ).fetchone()
+    oldest_waiting = None
+    if oldest:
+        oldest_waiting = {
+            "key": oldest["object_key"], "status": oldest["status"], "day": oldest["partition_day"].isoformat(),
+            "uploaded_at": _iso(oldest["source_last_modified"]), "registered_at": _iso(oldest["created_at"]),
+            "waiting_seconds": round((now - oldest["source_last_modified"]).total_seconds(), 1),
+        }
+
+    recent = cur.execute(
+        f"SELECT count(*) AS copies, max(replicated_at) AS last_at,"
+        " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM replicated_at - source_last_modified))"
+        " AS p50, percentile_cont(0.95) WITHIN GROUP"
+        " (ORDER BY extract(epoch FROM replicated_at - source_last_modified)) AS p95,"
+        " max(extract(epoch FROM replicated_at - source_last_modified)) AS max"
+        f" FROM vault_secure.replication_status WHERE {where} AND status = 'replicated'"
+        " AND replicated_at > now() - interval '24 hours'", params,
+    ).fetchone()
+    last_any = cur.execute(
+        f"SELECT max(replicated_at) AS at FROM vault_secure.replication_status WHERE {where}", params,
+    ).fetchone()["at"]
+    recent_copies = {
+        "window_hours": 24, "copies": recent["copies"],
+        **{f"lag_{name}_seconds": (round(float(recent[name]), 1) if recent[name] is not None else None)
+           for name in ("p50", "p95", "max")},
+        "last_replicated_at": _iso(last_any),
+    }
+
+    failed_days = cur.execute(
+        f"SELECT partition_day, count(*) AS n FROM vault_secure.replication_status WHERE {where}"
+        " AND status = 'failed' GROUP BY 1 ORDER BY 1", params,
+    ).fetchall()
+    failed_examples = cur.execute(
+        f"SELECT object_key, partition_day, retry_count, error_message, updated_at"
+        f" FROM vault_secure.replication_status WHERE {where} AND status = 'failed'"
+        " ORDER BY updated_at DESC, id LIMIT %s", [*params, FAILED_ROWS_SHOWN],
+    ).fetchall()
+    failed_rows = {
+        "objects": by_status.get("failed", {}).get("objects", 0),
+        "days": {r["partition_day"].isoformat(): r["n"] for r in failed_days},
+        "latest": [{"key": r["object_key"], "day": r["partition_day"].isoformat(), "attempts": r["retry_count"],
+                    "error": r["error_message"], "at": _iso(r["updated_at"])} for r in failed_examples],
+    }
+
+    # The latest verification of every day that has documents; a day is overdue once its last
+    # verification is older than the rolling period (or it never had one).
+    days = cur.execute(
+        f"""
+        SELECT d.partition_day, v.verified_at, v.objects, v.ok, v.run_id
+        FROM (SELECT DISTINCT partition_day FROM vault_secure.replication_status
+              WHERE {where} AND status = 'replicated') d
+        LEFT JOIN LATERAL (
+            SELECT verified_at, objects, ok, run_id FROM vault_secure.verification_reports r
+            WHERE r.partition_day = d.partition_day ORDER BY verified_at DESC LIMIT 1
+        ) v ON TRUE
+        ORDER BY d.partition_day DESC
+        """, params,
+    ).fetchall()
+    cutoff = now - dt.timedelta(days=period_days)
+    overdue = [r for r in days if r["verified_at"] is None or r["verified_at"] < cutoff]
+    verification = {
+        "period_days": period_days,
+        "days_with_copies": len(days),
+        "overdue_days": len(overdue),
+        "never_verified_days": sum(1 for r in days if r["verified_at"] is None),
+        "oldest_overdue_day": min((r["partition_day"] for r in overdue), default=None),
+        "recent": [{"day": r["partition_day"].isoformat(), "verified_at": _iso(r["verified_at"]),
+                    "objects": r["objects"], "ok": r["ok"], "run_id": r["run_id"]} for r in days[:recent_days]],
+    }
+    if verification["oldest_overdue_day"] is not None:
+        verification["oldest_overdue_day"] = verification["oldest_overdue_day"].isoformat()
+
+    alerts = cur.execute(
+        "SELECT kind, subject, partition_key, first_seen_at, last_seen_at, occurrences, last_run_id, last_payload"
+        " FROM vault_secure.alerts WHERE state = 'open' ORDER BY first_seen_at",
+    ).fetchall()
+    open_alerts = [{
+        "kind": a["kind"], "subject": a["subject"], "partition": a["partition_key"],
+        "since": _iso(a["first_seen_at"]), "last_seen": _iso(a["last_seen_at"]), "occurrences": a["occurrences"],
+        "run_id": a["last_run_id"], "failing_keys": list((a["last_payload"] or {}).get("failing_keys") or []),
+    } for a in alerts]
+    return {"now": now, "by_status": by_status, "by_document_type": by_type, "backlog": backlog,
+            "oldest_waiting": oldest_waiting, "recent_copies": recent_copies, "failed_rows": failed_rows,
+            "verification": verification, "open_alerts": open_alerts}
+
+
+def _check_failures(api: DagsterApi) -> list[dict[str, Any]]:
+    """The latest evaluation of each (check, day) of cold_copies that did not pass, newest first."""
+    failed = []
+    for check in api.asset_check_names(CHECKED_ASSET):
+        latest: dict[str | None, dict[str, Any]] = {}
+        for execution in api.asset_check_executions(CHECKED_ASSET, check, limit=CHECK_HISTORY):
+            latest.setdefault(execution["partition"], execution)  # newest first: keep the first seen
+        for partition, execution in latest.items():
+            evaluation = execution.get("evaluation") or {}
+            if execution["status"] in ("SUCCEEDED", "IN_PROGRESS", "SKIPPED"):
+                continue
+            metadata = {m["label"]: m for m in evaluation.get("metadataEntries") or []}
+            keys_entry = metadata.get("failing_keys", {})
+            try:
+                keys = json.loads(keys_entry.get("jsonString") or "[]")
+            except ValueError:
+                keys = []
+            failed.append({
+                "check": f"{CHECKED_ASSET}:{check}", "day": partition, "status": execution["status"],
+                "description": evaluation.get("description"), "failing_keys": keys,
+                "run_id": execution["runId"],
+                "at": _iso(dt.datetime.fromtimestamp(execution["timestamp"], dt.UTC)),
+            })
+    return sorted(failed, key=lambda f: (f["day"] or "", f["check"]), reverse=True)
+
+
+def dagster_status(api: DagsterApi) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """(sensor and webserver facts, failed checks) or ({"error": ...}, None) when Dagster does not answer."""
+    try:
+        sensor = api.sensor(SENSOR, tick_limit=1)
+        tick = sensor["ticks"][0] if sensor["ticks"] else None
+        last_run = next(iter(api.runs("replication_job", limit=1)), None)
+        checks = _check_failures(api)
+    except DagsterApiError as exc:
+        return {"url": api.base_url, "error": str(exc)}, None
+    return {
+        "url": api.base_url,
+        "sensor": {
+            "name": SENSOR, "status": sensor["status"], "interval_seconds": sensor["minIntervalSeconds"],
+            "last_tick": None if tick is None else {
+                "at": _iso(dt.datetime.fromtimestamp(tick["timestamp"], dt.UTC)), "status": tick["status"],
+                "runs_requested": len(tick["runIds"] or []), "skip_reason": tick["skipReason"],
+                "error": (tick.get("error") or {}).get("message"),
+            },
+        },
+        "last_replication_run": None if last_run is None else {
+            "run_id": last_run["runId"], "status": last_run["status"],
+            "partition": last_run["tags"].get("dagster/partition"),
+            "created_at": _iso(dt.datetime.fromtimestamp(last_run["creationTime"], dt.UTC)),
+        },
+    }, checks
+
+
+def needs_attention(report: StatusReport, *, now: dt.datetime, sensor_interval_seconds: float) -> list[str]:
+    """One line per thing a human should look at; empty when all is well."""
+    lines = []
+    failed = report.failed_rows["objects"]
+    if failed:
+        days = sorted(report.failed_rows["days"])
+        lines.append(f"{failed} failed object(s) on {len(days)} day(s) ({', '.join(days[:5])}"
+                     f"{', ...' if len(days) > 5 else ''}): `vault-pipeline retry-failed`")
+    for check in report.failed_checks:
+        keys = ", ".join(check["failing_keys"][:3]) or "see the check's metadata"
+        lines.append(f"check {check['check']} failed for {check['day']}: {keys}")
+    if report.verification["overdue_days"]:
+        lines.append(f"{report.verification['overdue_days']} day(s) not verified within "
+                     f"{report.verification['period_days']} days (oldest {report.verification['oldest_overdue_day']})")
+    dagster = report.dagster
+    if "error" in dagster:
+        lines.append(f"Dagster does not answer at {dagster['url']}: sensor and checks unknown")
+    else:
+        sensor = dagster["sensor"]
+        tick = sensor["last_tick"]
+        if sensor["status"] != "RUNNING":
+            lines.append(f"{SENSOR} is {sensor['status']}: new documents are not noticed")
+        elif tick is None:
+            lines.append(f"{SENSOR} has not ticked yet")
+        else:
+            age = (now - dt.datetime.fromisoformat(tick["at"])).total_seconds()
+            if tick["status"] == "FAILURE":
+                lines.append(f"{SENSOR}'s last tick failed: {tick['error']}")
+            if age > max(3 * sensor_interval_seconds, 120):
+                lines.append(f"{SENSOR} last ticked {age:.0f} s ago (interval {sensor_interval_seconds:.0f} s): "
+                             "is the Dagster daemon running?")
+    waiting = report.oldest_waiting
+    if waiting and waiting["waiting_seconds"] > max(10 * sensor_interval_seconds, 3600):
+        lines.append(f"oldest waiting object {waiting['key']!r} has waited {waiting['waiting_seconds'] / 3600:.1f} h")
+    return lines
+
+
+def collect_status(conn: Any, api: DagsterApi | None, *, source_bucket: str | None, period_days: int,
+                   sensor_interval_seconds: float, recent_days: int = RECENT_DAYS) -> StatusReport:
+    db = database_status(conn, source_bucket, period_days=period_days, recent_days=recent_days)
+    if api is None:
+        dagster, checks = {"url": None, "error": "no Dagster URL configured (VAULT_DAGSTER_URL)"}, None
+    else:
+        dagster, checks = dagster_status(api)
+    if checks is None:  # Dagster unknown: the alert sensors' record of failed checks is the next best thing
+        checks = [{"check": a["subject"], "day": a["partition"], "status": "OPEN_ALERT", "description": None,
+                   "failing_keys": a["failing_keys"], "run_id": a["run_id"], "at": a["last_seen"]}
+                  for a in db["open_alerts"] if a["kind"] == "check"]
+    report = StatusReport(
+        generated_at=_iso(db["now"]) or "", source_bucket=source_bucket, by_status=db["by_status"],
+        by_document_type=db["by_document_type"], backlog=db["backlog"], oldest_waiting=db["oldest_waiting"],
+        recent_copies=db["recent_copies"], failed_rows=db["failed_rows"], verification=db["verification"],
+        open_alerts=db["open_alerts"], dagster=dagster, failed_checks=checks,
+    )
+    report.attention = needs_attention(report, now=db["now"], sensor_interval_seconds=sensor_interval_seconds)
+    return report
