@@ -104,6 +104,7 @@ def render(report: Any) -> str:
         tick_text = "no tick yet" if tick is None else (
             f"last tick {_ago(tick['at'], now)} {tick['status']}, {tick['runs_requested']} run(s) requested"
             + (f", error: {tick['error']}" if tick["error"] else ""))
+        tick_text += "; ticking now" if sensor["ticking_now"] else ""
         row("sensor", f"{sensor['name']} {sensor['status']} every {sensor['interval_seconds']} s; {tick_text}")
         run = dagster["last_replication_run"]
         row("last run", "none" if run is None else

@@ -129,13 +129,14 @@ def database_status(conn: Any, source_bucket: str | None, *, period_days: int,
                     "error": r["error_message"], "at": _iso(r["updated_at"])} for r in failed_examples],
     }
 
-    # The latest verification of every day that has documents; a day is overdue once its last
-    # verification is older than the rolling period (or it never had one).
+    # The latest verification of every day that has copies. The rolling schedule re-verifies each day
+    # within the period, so a day is overdue once its last verification, or its first copy if it never
+    # had one, is older than the period.
     days = cur.execute(
         f"""
-        SELECT d.partition_day, v.verified_at, v.objects, v.ok, v.run_id
-        FROM (SELECT DISTINCT partition_day FROM vault_secure.replication_status
-              WHERE {where} AND status = 'replicated') d
+        SELECT d.partition_day, d.first_copy, v.verified_at, v.objects, v.ok, v.run_id
+        FROM (SELECT partition_day, min(replicated_at) AS first_copy FROM vault_secure.replication_status
+              WHERE {where} AND status = 'replicated' GROUP BY partition_day) d
         LEFT JOIN LATERAL (
             SELECT verified_at, objects, ok, run_id FROM vault_secure.verification_reports r
             WHERE r.partition_day = d.partition_day ORDER BY verified_at DESC LIMIT 1
@@ -144,7 +145,7 @@ def database_status(conn: Any, source_bucket: str | None, *, period_days: int,
         """, params,
     ).fetchall()
     cutoff = now - dt.timedelta(days=period_days)
-    overdue = [r for r in days if r["verified_at"] is None or r["verified_at"] < cutoff]
+    overdue = [r for r in days if (r["verified_at"] or r["first_copy"]) < cutoff]
     verification = {
         "period_days": period_days,
         "days_with_copies": len(days),
@@ -200,8 +201,10 @@ def _check_failures(api: DagsterApi) -> list[dict[str, Any]]:
 def dagster_status(api: DagsterApi) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     """(sensor and webserver facts, failed checks) or ({"error": ...}, None) when Dagster does not answer."""
     try:
-        sensor = api.sensor(SENSOR, tick_limit=1)
-        tick = sensor["ticks"][0] if sensor["ticks"] else None
+        sensor = api.sensor(SENSOR, tick_limit=5)
+        # The newest finished tick: the newest may still be running.
+        tick = next((t for t in sensor["ticks"] if t["status"] != "STARTED"), None)
+        ticking = bool(sensor["ticks"]) and sensor["ticks"][0]["status"] == "STARTED"
         last_run = next(iter(api.runs("replication_job", limit=1)), None)
         checks = _check_failures(api)
     except DagsterApiError as exc:
@@ -210,6 +213,7 @@ def dagster_status(api: DagsterApi) -> tuple[dict[str, Any], list[dict[str, Any]
         "url": api.base_url,
         "sensor": {
             "name": SENSOR, "status": sensor["status"], "interval_seconds": sensor["minIntervalSeconds"],
+            "ticking_now": ticking,
             "last_tick": None if tick is None else {
                 "at": _iso(dt.datetime.fromtimestamp(tick["timestamp"], dt.UTC)), "status": tick["status"],
                 "runs_requested": len(tick["runIds"] or []), "skip_reason": tick["skipReason"],

@@ -193,6 +193,14 @@ def test_a_failed_check_is_shown_with_its_key(dev: DevServer) -> None:
     assert any(line.startswith("check cold_copies:checksum failed for") and "checked/fine.pdf" in line
                for line in report["attention"])
     assert "cold_copies:checksum" in cli(dev, "status").stdout
+    # Copied minutes ago and never verified is not overdue; copied longer ago than the period is.
+    assert report["verification"]["overdue_days"] == 0
+    with psycopg.connect(dev.env["VAULT_DATABASE_URL"]) as conn:
+        conn.execute("UPDATE vault_secure.replication_status SET replicated_at = now() - interval '31 days'")
+    report = json.loads(cli(dev, "status", "--json").stdout)
+    assert report["verification"]["overdue_days"] == 1
+    assert report["verification"]["oldest_overdue_day"] == TODAY.isoformat()
+    assert f"1 day(s) not verified within 30 days (oldest {TODAY})" in report["attention"]
 
 
 def test_errors_are_one_line_with_a_non_zero_exit(dev: DevServer) -> None:
