@@ -42,26 +42,42 @@ def add_journal_commands(commands: Any) -> None:
                         help="write the secret key to this new file (mode 0600) and print only the public key")
 
 
-def cold_store_from_env() -> Any:
-    """The journal's SegmentStore over the cold site, configured exactly as the pipeline is."""
-    from vault_pipeline.journal.segments import SegmentStore
-    from vault_pipeline.replication.s3client import SiteConfig, make_client
+def cold_site_from_env(why: str = "the journal commands read the cold site's settings from the same environment as "
+                       "the pipeline") -> tuple[Any, Any]:
+    """(SiteConfig of the cold site, VaultSettings), configured exactly as the pipeline is; CommandError naming
+    every missing variable, `why` saying who needs them."""
+    from vault_pipeline.commands.errors import require_env
+    from vault_pipeline.replication.s3client import SiteConfig
     from vault_pipeline.settings import load_settings
 
     settings, _ = load_settings()
-    names = ("AWS_S3_BUCKET_DOCUMENTS_COLD", "AWS_S3_ACCESS_KEY_ID", "AWS_S3_SECRET_ACCESS_KEY")
-    missing = [name for name in names if not os.environ.get(name, "").strip()]
-    if missing:
-        raise CommandError(f"{', '.join(missing)} not set: the journal commands read the cold site's settings from the "
-                           "same environment as the pipeline")
+    env = require_env("AWS_S3_BUCKET_DOCUMENTS_COLD", "AWS_S3_ACCESS_KEY_ID", "AWS_S3_SECRET_ACCESS_KEY", why=why)
     site = SiteConfig(
         name="cold", endpoint_url=os.environ.get("AWS_S3_ENDPOINT", "").strip() or None, region=settings.cold_region,
-        access_key_id=os.environ["AWS_S3_ACCESS_KEY_ID"], secret_access_key=os.environ["AWS_S3_SECRET_ACCESS_KEY"],
-        bucket=os.environ["AWS_S3_BUCKET_DOCUMENTS_COLD"].strip(), addressing_style=settings.cold_addressing_style,
+        access_key_id=env["AWS_S3_ACCESS_KEY_ID"], secret_access_key=env["AWS_S3_SECRET_ACCESS_KEY"],
+        bucket=env["AWS_S3_BUCKET_DOCUMENTS_COLD"], addressing_style=settings.cold_addressing_style,
         request_checksum_calculation=settings.cold_request_checksum_calculation,
         response_checksum_validation=settings.cold_response_checksum_validation, max_pool_connections=8,
+        lean_client=settings.cold_lean_client,
     )
-    return SegmentStore(make_client(site), site.bucket, prefix=settings.journal_prefix)
+    return site, settings
+
+
+def cold_client_from_env(why: str = "the journal commands read the cold site's settings from the same environment "
+                         "as the pipeline") -> tuple[Any, str, Any]:
+    """(S3 client of the cold site, cold bucket, VaultSettings), from the pipeline's environment."""
+    from vault_pipeline.replication.s3client import make_client
+
+    site, settings = cold_site_from_env(why)
+    return make_client(site), site.bucket, settings
+
+
+def cold_store_from_env() -> Any:
+    """The journal's SegmentStore over the cold site, configured exactly as the pipeline is."""
+    from vault_pipeline.journal.segments import SegmentStore
+
+    client, bucket, settings = cold_client_from_env()
+    return SegmentStore(client, bucket, prefix=settings.journal_prefix)
 
 
 def public_keys_from_env() -> list[str]:
