@@ -29,10 +29,7 @@ Plain Python: no Dagster here.
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
-import hashlib
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,19 +42,23 @@ from botocore.exceptions import ClientError
 from psycopg.rows import dict_row
 
 from vault_pipeline.replication.errors import describe_s3_error
+from vault_pipeline.replication.retrieval import (
+    ARCHIVE_CLASSES,
+    NO_RESTORE_CODES,  # noqa: F401  (re-exported: part of this module's vocabulary)
+    TIERS,
+    RestoreHeader,
+    error_code,
+    request_restore,
+    stream_version,
+)
 from vault_pipeline.replication.tracking import TrackingStore
 from vault_pipeline.replication.verify import META_SHA256, head_version, storage_class_of
 
 log = logging.getLogger(__name__)
 
 Tier = Literal["Bulk", "Standard", "Expedited"]
-TIERS: tuple[str, ...] = ("Bulk", "Standard", "Expedited")
 PENDING_STATES: tuple[str, ...] = ("requested", "restored", "not_needed")
 FINAL_STATES: tuple[str, ...] = ("verified", "mismatch", "failed")
-# Storage classes whose objects must be restored before GetObject (AWS answers InvalidObjectState).
-ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
-# RestoreObject refusals that mean "no restore here, try reading directly".
-NO_RESTORE_CODES = frozenset({"MethodNotAllowed", "NotImplemented", "InvalidObjectState"})
 DRILL_LOCK_CLASS = 0x76726400  # "vrd\0": advisory-lock namespace of the drill (key: hash of the cold bucket)
 MiB = 1024 * 1024
 NOW = object()  # DrillStore.update: set a timestamp column from the database's clock
@@ -65,9 +66,6 @@ UPDATABLE_COLUMNS = frozenset({
     "restore_required", "restore_status", "restored_at", "bytes_read", "computed_sha256", "metadata_sha256",
     "read_seconds", "verified_at", "error",
 })
-
-_ONGOING = re.compile(r'ongoing-request\s*=\s*"(true|false)"', re.IGNORECASE)
-_EXPIRY = re.compile(r'expiry-date\s*=\s*"([^"]+)"', re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -148,31 +146,6 @@ class StepReport:
     @property
     def pending(self) -> list[ItemOutcome]:
         return [o for o in self.outcomes if not o.final]
-
-
-@dataclass(frozen=True)
-class RestoreHeader:
-    """The x-amz-restore header: None when absent (no restore requested, or its copy expired)."""
-
-    ongoing: bool
-    expiry: dt.datetime | None
-    raw: str
-
-    @classmethod
-    def parse(cls, value: str | None) -> RestoreHeader | None:
-        if not value:
-            return None
-        ongoing = _ONGOING.search(value)
-        if ongoing is None:
-            return None
-        expiry = None
-        match = _EXPIRY.search(value)
-        if match:
-            try:
-                expiry = email.utils.parsedate_to_datetime(match.group(1))
-            except (TypeError, ValueError):
-                expiry = None
-        return cls(ongoing=ongoing.group(1).lower() == "true", expiry=expiry, raw=value)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -339,10 +312,7 @@ def _item(row: dict[str, Any]) -> DrillItem:
 # The drill
 
 
-def _code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    return ""
+_code = error_code
 
 
 class RestoreDrill:
@@ -398,21 +368,10 @@ class RestoreDrill:
     def _send_restore(self, item: DrillItem, run_id: str | None, where: str, *, again: bool = False) -> ItemOutcome:
         prefix = "restore requested again" if again else "restore requested"
         try:
-            response = self.cold.restore_object(
-                Bucket=self.cold_bucket, Key=item.object_key, VersionId=item.cold_version_id,
-                RestoreRequest={"Days": item.restore_days, "GlacierJobParameters": {"Tier": item.tier}},
-            )
+            answer = request_restore(self.cold, self.cold_bucket, item.object_key, item.cold_version_id,
+                                     days=item.restore_days, tier=item.tier)
         except ClientError as exc:
-            code = _code(exc)
             text, retryable = describe_s3_error(exc)
-            if code == "RestoreAlreadyInProgress":
-                return self._record(item, "requested", run_id, restore_required=True, checked=again,
-                                    detail=f"{prefix}: a restore is already in progress")
-            if code in NO_RESTORE_CODES:
-                # SeaweedFS: MethodNotAllowed (no restore at all); AWS/moto: InvalidObjectState for a class
-                # that needs none. Either way the only test left is to read the bytes.
-                return self._record(item, "not_needed", run_id, restore_required=False, checked=again,
-                                    detail=f"the cold site refused RestoreObject ({text}); reading directly")
             if retryable:
                 return self._record(item, "requested", run_id, checked=again,
                                     detail=f"{prefix} failed, will retry: {text}")
@@ -420,9 +379,16 @@ class RestoreDrill:
         except Exception as exc:  # connection errors: the next pass asks again (no x-amz-restore yet)
             return self._record(item, "requested", run_id, checked=again,
                                 detail=f"{prefix} failed, will retry: {describe_s3_error(exc)[0]}")
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        detail = f"{prefix}: tier {item.tier}, {item.restore_days} day(s) [HTTP {status}]"
-        if status == 200:
+        if answer.answer == "in_progress":
+            return self._record(item, "requested", run_id, restore_required=True, checked=again,
+                                detail=f"{prefix}: a restore is already in progress")
+        if answer.answer == "not_needed":
+            # SeaweedFS: MethodNotAllowed (no restore at all); AWS/moto: InvalidObjectState for a class
+            # that needs none. Either way the only test left is to read the bytes.
+            return self._record(item, "not_needed", run_id, restore_required=False, checked=again,
+                                detail=f"the cold site refused RestoreObject ({answer.refusal}); reading directly")
+        detail = f"{prefix}: tier {item.tier}, {item.restore_days} day(s) [HTTP {answer.http_status}]"
+        if answer.answer == "restored":
             detail += " (the server says a restored copy exists already)"
         return self._record(item, "requested", run_id, restore_required=True, checked=again, detail=detail)
 
@@ -494,19 +460,10 @@ class RestoreDrill:
         """Stream the version, re-hash it and compare with the manifest and the object's own metadata."""
         where = f"cold object {item.object_key!r} version {item.cold_version_id}"
         metadata_sha = (head.get("Metadata") or {}).get(META_SHA256)
-        digest = hashlib.sha256()
-        size = 0
         started = time.monotonic()
         try:
-            response = self.cold.get_object(Bucket=self.cold_bucket, Key=item.object_key,
-                                            VersionId=item.cold_version_id)
-            body = response["Body"]
-            try:
-                for chunk in body.iter_chunks(self.settings.chunk_size):
-                    digest.update(chunk)
-                    size += len(chunk)
-            finally:
-                body.close()
+            digest, size = stream_version(self.cold, self.cold_bucket, item.object_key, item.cold_version_id,
+                                          chunk_size=self.settings.chunk_size)
         except Exception as exc:
             text, retryable = describe_s3_error(exc)
             if _code(exc) == "InvalidObjectState":
