@@ -1,8 +1,8 @@
 """Progress display of long operator commands, on stderr so stdout stays machine-readable.
 
 On a terminal it is a live bar (rich); elsewhere (CI logs, cron mail) there is no live bar and a line is
-printed at most every `quiet_interval` seconds and once at the end, so a log shows that work moves
-without thousands of lines.
+printed at most every `quiet_interval` seconds (and a last one at the end if any was), so a long job's
+log shows that work moves, without thousands of lines, and a short one's shows nothing extra.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class ProgressTask:
         self.completed = 0.0
         self.status = ""
         self._last_line = time.monotonic()
+        self.printed = False
 
     def advance(self, amount: float = 1.0) -> None:
         self.update(completed=self.completed + amount)
@@ -59,6 +60,7 @@ class ProgressTask:
         return f"{done} / {format_amount(self.total, self.unit)}" if self.total else done
 
     def print_line(self) -> None:
+        self.printed = True
         print(f"{self.description}: {self.amount()} {self.status}".rstrip(), file=sys.stderr, flush=True)
 
 
@@ -85,13 +87,15 @@ class Progress:
             self.rich.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         if self.rich is not None:
-            self.rich.__exit__(*exc)
+            self.rich.__exit__(exc_type, exc, traceback)
             self.rich = None
             return
-        for task in self._tasks:  # quiet mode: the final state of every bar, once
-            task.print_line()
+        if exc_type is None:  # quiet mode: the final state of every bar that showed progress lines
+            for task in self._tasks:
+                if task.printed:
+                    task.print_line()
 
     def task(self, description: str, *, total: float | None = None, unit: Unit = "items") -> ProgressTask:
         task_id = None

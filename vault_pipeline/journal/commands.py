@@ -88,9 +88,14 @@ def public_keys_from_env() -> list[str]:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from vault_pipeline.commands.progress import Progress
     from vault_pipeline.journal.verify import verify_journal
 
-    report = verify_journal(cold_store_from_env(), public_keys_from_env())
+    with Progress() as display:
+        task = display.task("journal segments verified")
+        report = verify_journal(cold_store_from_env(), public_keys_from_env(),
+                                on_segment=lambda so_far: task.update(completed=so_far.segments,
+                                                                      status=f"{so_far.entries:,} entries"))
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     for problem in report.problems:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from vault_pipeline.journal.chain import GENESIS_HASH, ChainError, ChainState, canonical_json, verify_chain
@@ -127,6 +127,7 @@ class _Verifier:
             self.report.notes.append(UNAUTHENTICATED_NOTE)
         self.seals: dict[dt.date, StoredSeal] = {}
         self.seal_days: list[dt.date] = []
+        self.on_segment: Callable[[VerifyReport], None] | None = None
         self.needed_heads: dict[int, str | None] = {}  # last_seq of a seal -> entry_hash found for it
 
     # -- seals ------------------------------------------------------------------------------------
@@ -215,6 +216,8 @@ class _Verifier:
         finished: set[dt.date] = set()
         last_dated: tuple[int, dt.date] | None = None
         for listed in self.store.list_segments():
+            if self.on_segment is not None and self.report.segments:
+                self.on_segment(self.report)
             self.report.segments += 1
             if listed.first_seq != state.next_seq:
                 if listed.first_seq > state.next_seq:
@@ -273,6 +276,8 @@ class _Verifier:
                 day.last_seq, day.head = seq, state.last_hash
                 if not day.segments or day.segments[-1] != listed.key:
                     day.segments.append(listed.key)
+        if self.on_segment is not None and self.report.segments:
+            self.on_segment(self.report)
         if day is not None:
             self._finish_day(day)
             finished.add(day.day)
@@ -323,9 +328,12 @@ class _Verifier:
                                 f"seq={seal['last_seq']} ({head})")
 
 
-def verify_journal(store: SegmentStore, public_keys: Sequence[str] = ()) -> VerifyReport:
-    """Every segment, entry and seal of the journal in `store`'s bucket; see the module docstring."""
+def verify_journal(store: SegmentStore, public_keys: Sequence[str] = (),
+                   on_segment: Callable[[VerifyReport], None] | None = None) -> VerifyReport:
+    """Every segment, entry and seal of the journal in `store`'s bucket; see the module docstring.
+    `on_segment` is called with the report so far after each segment (progress display)."""
     verifier = _Verifier(store, public_keys)
+    verifier.on_segment = on_segment
     verifier.load_seals()
     verifier.walk()
     report = verifier.report
