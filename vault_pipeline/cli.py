@@ -11,7 +11,8 @@
 
 The operator commands read the pipeline's environment (README.md, "Configuration"); in a shell next to
 `make run`, `eval "$(.venv/bin/vault-pipeline stack env)"` sets it. docs/operations.md is the runbook.
-Exit status: 0 done, 1 done but something is wrong, 2 could not run (one line on stderr says why).
+Exit status: 0 done, 1 done but something is wrong, 2 could not run (one line on stderr says why);
+`restore` also uses 3 (the restore is still in progress at --timeout: rerun to resume).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from vault_pipeline.journal.commands import add_journal_commands, run_journal_co
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # command name -> module under vault_pipeline.commands with add_parser(commands) and run(args)
-OPERATOR_COMMANDS = {"status": "status", "retry-failed": "retry_failed"}
+OPERATOR_COMMANDS = {"status": "status", "retry-failed": "retry_failed", "restore": "restore"}
 
 
 def stack_root() -> Path:
