@@ -142,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _restore(args, state)
     except RetrievalRefused as exc:
+        outcome = state.get("outcome")
+        record_custody(args, "RESTORE_REFUSED", {"message": str(exc),
+                                                 **(outcome.as_dict() if outcome is not None else {})})
         return _finish(args, state, "refused", str(exc), EXIT_PROBLEMS)
     except StillRestoring as exc:
         return _finish(args, state, "still_restoring", str(exc), EXIT_STILL_RESTORING)
@@ -222,6 +225,7 @@ def _restore(args: argparse.Namespace, state: dict[str, Any]) -> int:
         reading = display.task(f"reading {_short(args.key)}", total=target.size, unit="bytes")
         retriever.download(target, destination, outcome, force=args.force, progress=reading.advance)
 
+    record_custody(args, "DOCUMENT_RESTORED", outcome.as_dict())
     if args.json:
         print(json.dumps({**outcome.as_dict(), "state": "restored"}, indent=2, sort_keys=True, ensure_ascii=False))
     else:
@@ -231,6 +235,34 @@ def _restore(args: argparse.Namespace, state: dict[str, Any]) -> int:
         print(f"restored {args.key!r} version {target.version_id} to {destination}: {outcome.bytes_read} bytes, "
               f"SHA-256 {outcome.sha256} (matches {checked})")
     return EXIT_OK
+
+
+def record_custody(args: argparse.Namespace, event: str, details: dict[str, Any]) -> None:
+    """The chain of custody: who brought which version back where (or was refused), as an audit log entry.
+    A document already verified on disk is not withdrawn when this fails: the line on stderr says so."""
+    import getpass
+    import socket
+
+    import psycopg
+
+    from vault_pipeline.replication.tracking import TrackingDatabaseError, TrackingStore
+
+    dsn, bucket = os.environ.get("VAULT_DATABASE_URL", ""), os.environ.get("OVH_S3_BUCKET_DOCUMENTS", "")
+    if not dsn or not bucket:
+        return
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = str(os.getuid())
+    details = {**details, "os_user": who, "host": socket.gethostname(), "command": "vault-pipeline restore"}
+    try:
+        with TrackingStore(dsn, min_size=1, max_size=1) as store:
+            store.migrate()  # a database the pipeline has not migrated yet does not know the event types
+            store.record_event(event, args.key, source_bucket=bucket, details=details)
+    except (psycopg.Error, TrackingDatabaseError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        print(f"{NAME}: warning: the audit log entry {event} was not written: {first.replace(dsn, '***')}",
+              file=sys.stderr)
 
 
 def _short(key: str, width: int = 40) -> str:

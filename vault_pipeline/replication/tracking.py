@@ -401,6 +401,12 @@ class TrackingStore:
             (event, key, bucket, run_id, json.dumps(details)),
         )
 
+    def record_event(self, event: str, key: str, *, source_bucket: str, details: dict[str, Any],
+                     run_id: str | None = None) -> None:
+        """One audit log entry outside the copy path (e.g. a document restored by an operator)."""
+        with self.pool.connection() as conn, conn.transaction():
+            self._audit(conn, event, key, run_id, details, bucket=source_bucket)
+
     def journal(self, fields: dict[str, Any]) -> None:
         """Queue a journal entry for a cold write that has no row of its own (a report)."""
         with self.pool.connection() as conn, conn.transaction():

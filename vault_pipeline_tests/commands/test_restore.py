@@ -118,6 +118,12 @@ def test_restore_verifies_and_writes_the_document(vault: Vault, tmp_path: Path, 
     assert out["expected"]["journal"]["found_via"] == "index" and out["expected"]["journal"]["seq"] >= 1
     assert out["expected"]["object_metadata"]["vault-sha256"] == sha
     assert out["storage_class"] == "DEEP_ARCHIVE" and out["path"] == str(target)
+    custody = sql(vault.dsn, "SELECT actor, metadata FROM vault_secure.audit_logs WHERE event_type ="
+                  " 'DOCUMENT_RESTORED' AND object_key = %s AND source_bucket = %s", (big, vault.hot_bucket))
+    assert len(custody) == 1, custody
+    actor, recorded = custody[0]
+    assert actor and recorded["sha256"] == sha and recorded["version_id"] == row["cold_version_id"]
+    assert recorded["path"] == str(target) and recorded["os_user"] and recorded["host"]
     if vault.flavour == "moto":
         assert (out["restore"], out["tier"]) == ("requested", "Standard")
         assert out["ongoing_answers"] >= 1 and out["checks"] >= 2  # polled through "still restoring"
@@ -162,6 +168,9 @@ def test_refusals_and_errors_leave_no_file(vault: Vault, tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
     as_json = restore(vault, tampered, "--to", str(tmp_path / "t.pdf"), "--json")
     assert as_json.returncode == 1 and json.loads(as_json.stdout)["state"] == "refused"
+    refusals = sql(vault.dsn, "SELECT metadata FROM vault_secure.audit_logs WHERE event_type = 'RESTORE_REFUSED'"
+                   " AND object_key = %s", (tampered,))
+    assert len(refusals) == 2 and true_sha in refusals[0][0]["message"]  # the chain of custody has both
 
     # An unknown key, a version that is not a copy of the key: one line, exit 2.
     unknown = restore(vault, f"{fine}.missing", "--to", str(tmp_path / "u.pdf"))
