@@ -8,9 +8,11 @@ GET on DEEP_ARCHIVE) and the moto server (models Deep Archive: GET refused, rest
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -199,3 +201,21 @@ def vault(
 def sql(dsn: str, query: str, params: tuple = ()) -> list[tuple]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(query, params).fetchall()
+
+
+@pytest.fixture
+def slow_moto_restore(vault: Vault) -> Iterator[None]:
+    """Make the moto server report each restore as ongoing once (moto's state manager, progression
+    "manual": its initial state is rendered as restored, so one transition is one "still restoring")."""
+    def call(action: str, body: dict[str, Any]) -> None:
+        request = urllib.request.Request(
+            f"{vault.env['AWS_S3_ENDPOINT']}/moto-api/state-manager/{action}", data=json.dumps(body).encode(),
+            method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status in (200, 201)
+
+    call("set-transition", {"model_name": "s3::keyrestore", "transition": {"progression": "manual", "times": 1}})
+    try:
+        yield
+    finally:  # the moto server is shared by the whole session
+        call("unset-transition", {"model_name": "s3::keyrestore"})

@@ -19,7 +19,6 @@ import os
 import pty
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,23 +69,6 @@ def replicate(vault: Vault, documents: dict[str, bytes]) -> None:
 
 def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".restoring"))
-
-
-@pytest.fixture
-def slow_moto_restore(vault: Vault) -> Iterator[None]:
-    """Make the moto server report each restore as ongoing once (see the module docstring)."""
-    def call(action: str, body: dict[str, Any]) -> None:
-        request = urllib.request.Request(
-            f"{vault.env['AWS_S3_ENDPOINT']}/moto-api/state-manager/{action}", data=json.dumps(body).encode(),
-            method="POST", headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status in (200, 201)
-
-    call("set-transition", {"model_name": "s3::keyrestore", "transition": {"progression": "manual", "times": 1}})
-    try:
-        yield
-    finally:  # the moto server is shared by the whole session
-        call("unset-transition", {"model_name": "s3::keyrestore"})
 
 
 # ---------------------------------------------------------------------------------------------------

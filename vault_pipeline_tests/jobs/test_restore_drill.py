@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
-import urllib.request
-from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
@@ -68,23 +65,6 @@ def replicate(vault: Vault, documents: dict[str, bytes]) -> None:
     runs = vault.sensor_and_runs()
     assert runs and all(r.success for r in runs)
     assert {r["status"] for r in vault.store.rows(vault.hot_bucket)} == {"replicated"}
-
-
-@pytest.fixture
-def slow_moto_restore(vault: Vault) -> Iterator[None]:
-    """Make the moto server report each restore as ongoing once (see the module docstring)."""
-    def call(action: str, body: dict[str, Any]) -> None:
-        request = urllib.request.Request(
-            f"{vault.env['AWS_S3_ENDPOINT']}/moto-api/state-manager/{action}", data=json.dumps(body).encode(),
-            method="POST", headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status in (200, 201)
-
-    call("set-transition", {"model_name": "s3::keyrestore", "transition": {"progression": "manual", "times": 1}})
-    try:
-        yield
-    finally:  # the moto server is shared by the whole session
-        call("unset-transition", {"model_name": "s3::keyrestore"})
 
 
 def test_drill_restores_reads_back_and_rehashes(vault: Vault) -> None:
