@@ -1,0 +1,198 @@
+"""The Dagster UI as an operator sees it, driven by a real browser (issue 6, "Operator experience").
+
+One `vault-pipeline dev` for the module (PostgreSQL, both SeaweedFS sites, `dagster dev`, the sensor every
+5 s) with four documents uploaded to the hot site. The steps run in order, each asserting what the page
+shows (not what the API says) and saving full-page screenshots (see conftest.py):
+1. the lineage hot_inventory → cold_copies → verification_report, and the journal asset downstream;
+2. hot_bucket_sensor running, its ticks requesting runs and those runs succeeding;
+3. one partition of cold_copies materialized from the asset page (Materialize… dialog), the run succeeding;
+4. a cold object overwritten behind the pipeline's back, the checks job launched from its Launchpad with
+   the tag dagster/partition, then the checksum check failed, naming the key, on the asset's Checks tab.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+
+import pytest
+
+from vault_pipeline.operations.dagster_api import LOCATION
+from vault_pipeline_tests.ui.conftest import SENSOR, SENSOR_INTERVAL_S, UiStack, screenshot
+
+pytest.importorskip("playwright.sync_api",
+                    reason="playwright cannot be imported: install the test extra, pip install -e '.[test]'")
+from playwright.sync_api import Locator, Page, expect
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+RUN_TIMEOUT_MS = 180_000  # queued, launched in a new process (5-15 s here), then run
+GROUPS = ("replication", "verification", "journal", "secondary_site")
+RUN_URL = re.compile(r"/runs/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def node(page: Page, name: str) -> Locator:
+    """An asset (or group) box of the lineage graph, by its full displayed name."""
+    return page.locator("foreignObject").get_by_text(name, exact=True)
+
+
+def row(page: Page, *texts: str | re.Pattern[str]) -> Locator:
+    """Table rows (role "row": the sensor's ticks, property tables) containing every one of `texts`."""
+    rows = page.get_by_role("row")
+    for text in texts:
+        rows = rows.filter(has_text=text)
+    return rows
+
+
+def run_rows(page: Page, *texts: str | re.Pattern[str]) -> Locator:
+    """Entries of a runs list containing every one of `texts`. The list is a virtualized grid of divs with
+    no row role: an entry is the innermost div that has them all (each of its ancestors has them too)."""
+    entries = page.locator("div").filter(has=page.get_by_role("link", name=re.compile(r"^run [0-9a-f]{8}$")))
+    for text in texts:
+        entries = entries.filter(has_text=text)
+    return entries
+
+
+def check_item(page: Page, name: str) -> Locator:
+    """An entry of the Checks tab's list: the check's name, then its latest status."""
+    return page.locator("span").filter(has=page.get_by_title(name, exact=True)).first
+
+
+def test_1_lineage_shows_the_replication_chain_and_the_journal(ui_stack: UiStack, page: Page) -> None:
+    # The global lineage with every group opened (the UI starts with them collapsed).
+    expanded = ",".join(f"global@global:{group}" for group in GROUPS)
+    page.goto(ui_stack.url(f"/asset-groups?expanded={urllib.parse.quote(expanded, safe='')}"))
+    for name in (*GROUPS, "hot_inventory", "cold_copies", "hot_deletions", "journal_seal"):
+        expect(node(page, name)).to_be_visible()
+    # Opened groups are laid out after the first fit: one step out shows them whole.
+    page.locator("button").filter(has=page.get_by_role("img", name="zoom_out", exact=True)).click()
+    screenshot(page, "01-lineage-global")
+
+    # The chain itself: upstream of verification_report, one level then two.
+    page.goto(ui_stack.url("/assets/verification_report?view=lineage&lineageScope=upstream&lineageDepth=1"))
+    expect(node(page, "verification_report")).to_be_visible()
+    expect(node(page, "cold_copies")).to_be_visible()
+    expect(node(page, "hot_inventory")).to_have_count(0)
+    page.goto(ui_stack.url("/assets/verification_report?view=lineage&lineageScope=upstream&lineageDepth=2"))
+    for name in ("hot_inventory", "cold_copies", "verification_report"):
+        expect(node(page, name)).to_be_visible()
+    expect(page.get_by_text("Graph depth")).to_be_visible()
+    screenshot(page, "02-lineage-chain")
+
+    # What depends on cold_copies, the journal included, as listed on its overview.
+    page.goto(ui_stack.url("/assets/cold_copies"))
+    expect(page.get_by_text("Verified, COMPLIANCE-locked copies on the cold site")).to_be_visible()
+    upstream = page.get_by_text("Upstream assets", exact=True)
+    downstream = page.get_by_text("Downstream assets", exact=True)
+    expect(upstream).to_be_visible()
+    expect(downstream).to_be_visible()
+    for name in ("hot_inventory", "hot_deletions", "journal_seal", "verification_report"):
+        expect(page.get_by_role("link", name=name).first).to_be_visible()
+    page.goto(ui_stack.url("/assets/cold_copies?view=lineage&lineageScope=downstream"))
+    for name in ("cold_copies", "hot_deletions", "journal_seal"):
+        expect(node(page, name)).to_be_visible()
+    screenshot(page, "03-lineage-downstream")
+
+
+def test_2_sensor_is_running_and_its_runs_succeed(ui_stack: UiStack, page: Page) -> None:
+    page.goto(ui_stack.url(f"/locations/{LOCATION}/sensors/{SENSOR}"))
+    running = page.get_by_role("row").filter(has=page.get_by_role("cell", name="Running", exact=True))
+    expect(running.get_by_role("checkbox")).to_be_checked()
+    frequency = page.get_by_role("row").filter(has=page.get_by_role("cell", name="Frequency", exact=True))
+    expect(frequency).to_contain_text(f"{SENSOR_INTERVAL_S} sec")
+    # Its evaluations: a tick that saw the uploads requested a run (the page refreshes by itself).
+    requested = row(page, re.compile(r"\b[1-9]\d* runs? requested")).first
+    expect(requested).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    requested.scroll_into_view_if_needed()
+    screenshot(page, "04-sensor-ticks")
+
+    page.get_by_role("button", name="Runs", exact=True).click()
+    expect(page).to_have_url(re.compile(r"view=runs"))
+    succeeded = run_rows(page, "replication_job", f"partition: {ui_stack.partition}", "Success").last
+    expect(succeeded).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    expect(run_rows(page, "replication_job", "Failure")).to_have_count(0)
+    screenshot(page, "05-sensor-runs")
+
+
+def test_3_one_partition_materialized_from_the_ui_succeeds(ui_stack: UiStack, page: Page) -> None:
+    page.goto(ui_stack.url("/assets/cold_copies"))
+    page.get_by_role("button", name="Materialize…").first.click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Launch runs to materialize cold_copies")
+    # Dagster 1.13 opens on "Custom" with nothing selected: the day is typed (or a range, [a...b]).
+    partitions = dialog.get_by_role("textbox")
+    partitions.fill(ui_stack.partition)
+    partitions.press("Enter")
+    expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
+    launch = dialog.get_by_role("button", name="Launch 1 run", exact=True)
+    expect(launch).to_be_enabled()
+    screenshot(page, "06-materialize-dialog")
+    launch.click()
+
+    # A toast "Launched run <id>" with a View link to the run.
+    toast = page.get_by_role("listitem").filter(has_text="Launched run")
+    expect(toast).to_be_visible()
+    toast.get_by_role("link", name="View").click()
+    expect(page).to_have_url(RUN_URL)
+    run_id = page.url.rsplit("/", 1)[1]
+    expect(page.get_by_text(f"partition: {ui_stack.partition}", exact=True).first).to_be_visible()
+    expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    expect(page.get_by_text("RUN_SUCCESS", exact=True)).to_be_visible()
+    expect(page.get_by_text("STEP_FAILURE", exact=True)).to_have_count(0)
+    screenshot(page, "07-ui-run-success")
+
+    # The runs list shows it too, launched for cold_copies alone.
+    page.goto(ui_stack.url("/runs"))
+    expect(run_rows(page, run_id[:8], "cold_copies", "Success").last).to_be_visible()
+
+
+def test_4_tampered_cold_object_fails_its_check_naming_the_key(ui_stack: UiStack, page: Page) -> None:
+    key = ui_stack.keys[1]
+
+    def copied() -> bool:  # the sensor's runs are over and the copy is in the cold bucket
+        versions = ui_stack.cold.list_object_versions(Bucket=ui_stack.cold_bucket, Prefix=key).get("Versions", [])
+        return bool(versions) and not ui_stack.active_runs()
+
+    ui_stack.wait_until(f"{key} copied to the cold site and no run going", copied)
+    # Behind the pipeline's back: a new current version with other bytes (the locked one stays below it).
+    ui_stack.cold.put_object(Bucket=ui_stack.cold_bucket, Key=key, Body=b"forged", ChecksumAlgorithm="SHA256")
+
+    # The checks job has no partitions of its own: its day is the tag dagster/partition (Launchpad).
+    page.goto(ui_stack.url(f"/locations/{LOCATION}/jobs/cold_copies_checks_job/playground"))
+    page.get_by_role("button", name="Edit tags").click()
+    tags = page.get_by_role("dialog")
+    tags.get_by_placeholder("Tag Key").fill("dagster/partition")
+    tags.get_by_placeholder("Tag Value").fill(ui_stack.partition)
+    screenshot(page, "08-checks-launchpad-tag")
+    tags.get_by_role("button", name="Apply").click()
+    expect(tags).to_have_count(0)
+    page.get_by_role("button", name="Launch Run").click()
+
+    # The launchpad opens the run; a failed blocking check fails it.
+    expect(page).to_have_url(RUN_URL)
+    expect(page.get_by_text(f"partition: {ui_stack.partition}", exact=True).first).to_be_visible()
+    expect(page.get_by_text("Failure", exact=True).first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    # The log keeps its end in view (older events are not rendered): the run's failure names the step.
+    expect(page.get_by_text("Steps failed: ['cold_copies_checksum']").first).to_be_visible()
+    screenshot(page, "09-checks-run-failure")
+
+    # The asset's Checks tab: checksum failed for the day, the other five passed, the key is named.
+    page.goto(ui_stack.url("/assets/cold_copies?view=checks"))
+    for name in ("checksum", "completeness", "orphans", "retention", "storage_class", "tags"):
+        expect(check_item(page, name)).to_contain_text("Failed" if name == "checksum" else "Succeeded")
+    page.get_by_title("checksum", exact=True).first.click()
+    summary = f"checksum: 1 of {len(ui_stack.keys)} object(s) fail on {ui_stack.partition}"
+    expect(page.get_by_text(summary, exact=True)).to_be_visible()
+    expect(page.get_by_text("Failed", exact=True)).to_have_count(2)  # in the list, and the evaluation result
+    screenshot(page, "10-check-failed")
+
+    page.get_by_role("row", name="failing_keys").get_by_text("[Show JSON]").click()
+    expect(page.get_by_role("dialog")).to_contain_text(f'"{key}"')
+    screenshot(page, "11-check-failing-keys")
+    page.get_by_role("dialog").get_by_role("button", name="Close").click()
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    page.get_by_role("row", name="failures").get_by_text("[Show Markdown]").click()
+    failures = page.get_by_role("dialog")
+    expect(failures).to_contain_text(key)
+    expect(failures).to_contain_text("is not the verified version")
+    screenshot(page, "12-check-failures-table")
