@@ -3,8 +3,9 @@
 One `vault-pipeline dev` for the module (PostgreSQL, both SeaweedFS sites, `dagster dev`, the sensor every
 5 s) with four documents uploaded to the hot site. The steps run in order, each asserting what the page
 shows (not what the API says) and saving full-page screenshots (see conftest.py):
-1. the lineage hot_inventory → cold_copies → verification_report, and the journal asset downstream;
-2. hot_bucket_sensor running, its ticks requesting runs and those runs succeeding;
+1. hot_bucket_sensor running, its ticks requesting runs and those runs succeeding;
+2. the lineage hot_inventory → cold_copies → verification_report, and the journal asset downstream (after
+   step 1, so that the graph shows the copies and their checks);
 3. one partition of cold_copies materialized from the asset page (Materialize… dialog), the run succeeding;
 4. a cold object overwritten behind the pipeline's back, the checks job launched from its Launchpad with
    the tag dagster/partition, then the checksum check failed, naming the key, on the asset's Checks tab.
@@ -36,6 +37,13 @@ def node(page: Page, name: str) -> Locator:
     return page.locator("foreignObject").get_by_text(name, exact=True)
 
 
+def settled_graph(page: Page, *names: str) -> None:
+    """The lineage graph shows these boxes whole: laid out, fitted to the view, its data loaded."""
+    for name in names:
+        expect(node(page, name)).to_be_in_viewport(ratio=1)
+    expect(page.get_by_text(re.compile(r"^Loading"))).to_have_count(0)
+
+
 def row(page: Page, *texts: str | re.Pattern[str]) -> Locator:
     """Table rows (role "row": the sensor's ticks, property tables) containing every one of `texts`."""
     rows = page.get_by_role("row")
@@ -58,43 +66,7 @@ def check_item(page: Page, name: str) -> Locator:
     return page.locator("span").filter(has=page.get_by_title(name, exact=True)).first
 
 
-def test_1_lineage_shows_the_replication_chain_and_the_journal(ui_stack: UiStack, page: Page) -> None:
-    # The global lineage with every group opened (the UI starts with them collapsed).
-    expanded = ",".join(f"global@global:{group}" for group in GROUPS)
-    page.goto(ui_stack.url(f"/asset-groups?expanded={urllib.parse.quote(expanded, safe='')}"))
-    for name in (*GROUPS, "hot_inventory", "cold_copies", "hot_deletions", "journal_seal"):
-        expect(node(page, name)).to_be_visible()
-    # Opened groups are laid out after the first fit: one step out shows them whole.
-    page.locator("button").filter(has=page.get_by_role("img", name="zoom_out", exact=True)).click()
-    screenshot(page, "01-lineage-global")
-
-    # The chain itself: upstream of verification_report, one level then two.
-    page.goto(ui_stack.url("/assets/verification_report?view=lineage&lineageScope=upstream&lineageDepth=1"))
-    expect(node(page, "verification_report")).to_be_visible()
-    expect(node(page, "cold_copies")).to_be_visible()
-    expect(node(page, "hot_inventory")).to_have_count(0)
-    page.goto(ui_stack.url("/assets/verification_report?view=lineage&lineageScope=upstream&lineageDepth=2"))
-    for name in ("hot_inventory", "cold_copies", "verification_report"):
-        expect(node(page, name)).to_be_visible()
-    expect(page.get_by_text("Graph depth")).to_be_visible()
-    screenshot(page, "02-lineage-chain")
-
-    # What depends on cold_copies, the journal included, as listed on its overview.
-    page.goto(ui_stack.url("/assets/cold_copies"))
-    expect(page.get_by_text("Verified, COMPLIANCE-locked copies on the cold site")).to_be_visible()
-    upstream = page.get_by_text("Upstream assets", exact=True)
-    downstream = page.get_by_text("Downstream assets", exact=True)
-    expect(upstream).to_be_visible()
-    expect(downstream).to_be_visible()
-    for name in ("hot_inventory", "hot_deletions", "journal_seal", "verification_report"):
-        expect(page.get_by_role("link", name=name).first).to_be_visible()
-    page.goto(ui_stack.url("/assets/cold_copies?view=lineage&lineageScope=downstream"))
-    for name in ("cold_copies", "hot_deletions", "journal_seal"):
-        expect(node(page, name)).to_be_visible()
-    screenshot(page, "03-lineage-downstream")
-
-
-def test_2_sensor_is_running_and_its_runs_succeed(ui_stack: UiStack, page: Page) -> None:
+def test_1_sensor_is_running_and_its_runs_succeed(ui_stack: UiStack, page: Page) -> None:
     page.goto(ui_stack.url(f"/locations/{LOCATION}/sensors/{SENSOR}"))
     running = page.get_by_role("row").filter(has=page.get_by_role("cell", name="Running", exact=True))
     expect(running.get_by_role("checkbox")).to_be_checked()
@@ -104,14 +76,47 @@ def test_2_sensor_is_running_and_its_runs_succeed(ui_stack: UiStack, page: Page)
     requested = row(page, re.compile(r"\b[1-9]\d* runs? requested")).first
     expect(requested).to_be_visible(timeout=RUN_TIMEOUT_MS)
     requested.scroll_into_view_if_needed()
-    screenshot(page, "04-sensor-ticks")
+    screenshot(page, "01-sensor-ticks")
 
     page.get_by_role("button", name="Runs", exact=True).click()
     expect(page).to_have_url(re.compile(r"view=runs"))
     succeeded = run_rows(page, "replication_job", f"partition: {ui_stack.partition}", "Success").last
     expect(succeeded).to_be_visible(timeout=RUN_TIMEOUT_MS)
     expect(run_rows(page, "replication_job", "Failure")).to_have_count(0)
-    screenshot(page, "05-sensor-runs")
+    screenshot(page, "02-sensor-runs")
+
+
+def test_2_lineage_shows_the_replication_chain_and_the_journal(ui_stack: UiStack, page: Page) -> None:
+    # The chain: upstream of verification_report, two levels, then one.
+    page.goto(ui_stack.url("/assets/verification_report?view=lineage&lineageScope=upstream&lineageDepth=2"))
+    settled_graph(page, "hot_inventory", "cold_copies", "verification_report")
+    expect(page.get_by_text("Graph depth")).to_be_visible()
+    screenshot(page, "03-lineage-chain")
+    page.goto(ui_stack.url("/assets/verification_report?view=lineage&lineageScope=upstream&lineageDepth=1"))
+    settled_graph(page, "cold_copies", "verification_report")
+    expect(node(page, "hot_inventory")).to_have_count(0)
+
+    # The global lineage with every group opened (the UI starts with them collapsed).
+    expanded = ",".join(f"global@global:{group}" for group in GROUPS)
+    page.goto(ui_stack.url(f"/asset-groups?expanded={urllib.parse.quote(expanded, safe='')}"))
+    for name in (*GROUPS, "hot_inventory", "cold_copies", "hot_deletions", "journal_seal"):
+        expect(node(page, name)).to_be_visible()
+    # Opened groups are laid out after the first fit: one step out shows them whole.
+    page.locator("button").filter(has=page.get_by_role("img", name="zoom_out", exact=True)).click()
+    settled_graph(page, *GROUPS)
+    screenshot(page, "04-lineage-global")
+
+    # What depends on cold_copies, the journal included: listed on its overview, and drawn.
+    page.goto(ui_stack.url("/assets/cold_copies"))
+    expect(page.get_by_text("Verified, COMPLIANCE-locked copies on the cold site")).to_be_visible()
+    expect(page.get_by_text("Upstream assets", exact=True)).to_be_visible()
+    expect(page.get_by_text("Downstream assets", exact=True)).to_be_visible()
+    for name in ("hot_inventory", "hot_deletions", "journal_seal", "verification_report"):
+        expect(page.get_by_role("link", name=name).first).to_be_visible()
+    page.goto(ui_stack.url("/assets/cold_copies?view=lineage&lineageScope=downstream"))
+    for name in ("cold_copies", "hot_deletions", "journal_seal"):  # drawn; the view centres on cold_copies
+        expect(node(page, name)).to_be_visible()
+    screenshot(page, "05-lineage-downstream")
 
 
 def test_3_one_partition_materialized_from_the_ui_succeeds(ui_stack: UiStack, page: Page) -> None:
