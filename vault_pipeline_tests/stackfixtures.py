@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import psutil
 import pytest
 
 from vault_pipeline.devstack.motosite import MotoSite
@@ -74,3 +75,15 @@ def cold_seaweed(servers_dir: Path) -> Iterator[SeaweedSite]:
 def cold_moto(servers_dir: Path) -> Iterator[MotoSite]:
     yield from _served(start_on_free_ports(
         lambda port: MotoSite("cold-moto", port, *COLD_KEYS, log_path=servers_dir / "moto.log"), 1))
+
+
+def stack_processes(marker: str) -> list[psutil.Process]:
+    """Processes whose command line names the stack's directory (the runner, its servers, Dagster)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if any(marker in part for part in process.info["cmdline"] or []):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found

@@ -15,24 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
+
+from vault_pipeline_tests.stackfixtures import stack_processes
 
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = REPO / "benchmarks" / "latency_bench.py"
 UPLOADS = 3
 PHASES = ("detection_s", "request_s", "queue_s", "launch_s", "before_claim_s", "object_copy_s")
-
-
-def stack_processes(marker: str) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if any(marker in part for part in process.info["cmdline"] or []):
-                found.append(process)
-        except psutil.Error:
-            continue
-    return found
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ from vault_pipeline.operations.dagster_api import DagsterApi
 from vault_pipeline.partitions import partition_key_for
 from vault_pipeline.replication.inventory import list_page
 from vault_pipeline.replication.tracking import TrackingStore
+from vault_pipeline_tests.stackfixtures import stack_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[2]
@@ -49,6 +50,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
         yield server
     finally:
         server.stop()
+    assert not stack_processes(str(root / "stack")), "a process of the dev stack outlived it"
 
 
 def cli(dev: DevServer, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
 import pytest
 
 from vault_pipeline.devstack.devserver import DevServer
 from vault_pipeline.devstack.site import s3_client
 from vault_pipeline.operations.dagster_api import DagsterApi
 from vault_pipeline.partitions import partition_key_for
+from vault_pipeline_tests.stackfixtures import stack_processes
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -159,18 +159,6 @@ class UiStack:
         while not condition():
             assert time.monotonic() < deadline, f"not within {timeout_s:.0f} s: {what}"
             time.sleep(1.0)
-
-
-def stack_processes(marker: str) -> list[psutil.Process]:
-    """Processes whose command line names the stack's directory (the runner, its servers, Dagster)."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if any(marker in part for part in process.info["cmdline"] or []):
-                found.append(process)
-        except psutil.Error:
-            continue
-    return found
 
 
 @pytest.fixture(scope="module")
