@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# Two workers, each test file whole on one worker (module fixtures such as a dev stack stay in one place):
+# the tests wait on their servers more than they compute, so two share the two cores well.
+PYTEST_WORKERS ?= 2
 
 .PHONY: install run stack env test test-fast lint clean-stack
 
@@ -33,10 +36,10 @@ lint: install
 
 ## The whole suite, slow scenarios included (each test starts the servers it needs).
 test: install lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 ## Copy benchmark against rclone and a naive boto3 loop (docs/benchmarks.md): BENCH_ARGS="--scale 0.2 --runs 2"
 .PHONY: bench
