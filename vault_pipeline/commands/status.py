@@ -108,7 +108,7 @@ def render(report: Any) -> str:
         row("sensor", f"{sensor['name']} {sensor['status']} every {sensor['interval_seconds']} s; {tick_text}")
         run = dagster["last_replication_run"]
         row("last run", "none" if run is None else
-            f"replication_job {run['partition'] or ''} {run['status']} {_ago(run['created_at'], now)}"
+            f"replication_job {run['partition'] or '(no day)'} {run['status']} {_ago(run['created_at'], now)}"
             f" ({dagster['url']}/runs/{run['run_id']})")
 
     verification = report.verification
