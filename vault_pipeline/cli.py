@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         from vault_pipeline.commands.errors import run_reporting_errors
 
         module = _operator_module(args.command)
-        return run_reporting_errors(f"vault-pipeline {args.command}", module.run, args)
+        return run_reporting_errors(f"vault-pipeline {args.command}", module.run, args,
+                                    s3_site=getattr(module, "S3_SITE", "S3"))
     from vault_pipeline.devstack.runner import print_env, run_stack_forever
 
     root = stack_root()

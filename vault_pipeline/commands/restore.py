@@ -54,6 +54,7 @@ from typing import Any
 from vault_pipeline.commands.errors import EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS, CommandError, one_line, require_env
 
 NAME = "vault-pipeline restore"
+S3_SITE = "cold site"  # how run_reporting_errors names the S3 site in an S3 error
 EXIT_STILL_RESTORING = 3
 EXIT_INTERRUPTED = 130
 TIER_CHOICES = ("Standard", "Bulk", "Expedited")
@@ -133,9 +134,6 @@ def destination_for(to: Path, key: str, *, force: bool) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from vault_pipeline.replication.errors import describe_s3_error
     from vault_pipeline.replication.retrieval import RetrievalError, RetrievalRefused, StillRestoring
 
     state: dict[str, Any] = {}
@@ -150,8 +148,6 @@ def run(args: argparse.Namespace) -> int:
         return _finish(args, state, "still_restoring", str(exc), EXIT_STILL_RESTORING)
     except RetrievalError as exc:
         raise CommandError(str(exc)) from None
-    except (ClientError, BotoCoreError) as exc:
-        raise CommandError(f"cold site: {describe_s3_error(exc)[0]}") from None
     except KeyboardInterrupt:
         line = "interrupted"
         if state.get("outcome") is not None and state["outcome"].restore in ("requested", "resumed"):
@@ -172,8 +168,7 @@ def _finish(args: argparse.Namespace, state: dict[str, Any], verdict: str, messa
 
 
 def _restore(args: argparse.Namespace, state: dict[str, Any]) -> int:
-    import psycopg
-
+    from vault_pipeline.commands.common import tracking_connection
     from vault_pipeline.commands.progress import Progress
     from vault_pipeline.journal.commands import cold_client_from_env
     from vault_pipeline.journal.segments import SegmentStore
@@ -195,8 +190,7 @@ def _restore(args: argparse.Namespace, state: dict[str, Any]) -> int:
 
     segments = SegmentStore(client, cold_bucket, prefix=settings.journal_prefix)
     # The database is only needed to decide what to expect: it is not held open during a 12-48 h wait.
-    with psycopg.connect(env["VAULT_DATABASE_URL"], autocommit=True, connect_timeout=15) as conn:
-        conn.execute("SET default_transaction_read_only = on")
+    with tracking_connection(read_only=True) as conn:
         target = resolve(conn, segments, source_bucket=env["OVH_S3_BUCKET_DOCUMENTS"], key=args.key,
                          version_id=args.version_id)
     for note in target.notes:

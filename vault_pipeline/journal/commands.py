@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vault_pipeline.commands.errors import EXIT_OK, EXIT_PROBLEMS, CommandError, run_reporting_errors
+from vault_pipeline.commands.errors import EXIT_OK, EXIT_PROBLEMS, CommandError, require_env, run_reporting_errors
 
 
 def add_journal_commands(commands: Any) -> None:
@@ -42,12 +42,13 @@ def add_journal_commands(commands: Any) -> None:
                         help="write the secret key to this new file (mode 0600) and print only the public key")
 
 
-def cold_site_from_env(why: str = "the journal commands read the cold site's settings from the same environment as "
-                       "the pipeline") -> tuple[Any, Any]:
-    """(SiteConfig of the cold site, VaultSettings), configured exactly as the pipeline is; CommandError naming
-    every missing variable, `why` saying who needs them."""
-    from vault_pipeline.commands.errors import require_env
-    from vault_pipeline.replication.s3client import SiteConfig
+JOURNAL_NEEDS_COLD = "the journal commands read the cold site's settings from the same environment as the pipeline"
+
+
+def cold_client_from_env(why: str = JOURNAL_NEEDS_COLD) -> tuple[Any, str, Any]:
+    """(S3 client of the cold site, cold bucket, VaultSettings), configured exactly as the pipeline is;
+    CommandError naming every missing variable, `why` saying who needs them."""
+    from vault_pipeline.replication.s3client import SiteConfig, make_client
     from vault_pipeline.settings import load_settings
 
     settings, _ = load_settings()
@@ -60,15 +61,6 @@ def cold_site_from_env(why: str = "the journal commands read the cold site's set
         response_checksum_validation=settings.cold_response_checksum_validation, max_pool_connections=8,
         lean_client=settings.cold_lean_client,
     )
-    return site, settings
-
-
-def cold_client_from_env(why: str = "the journal commands read the cold site's settings from the same environment "
-                         "as the pipeline") -> tuple[Any, str, Any]:
-    """(S3 client of the cold site, cold bucket, VaultSettings), from the pipeline's environment."""
-    from vault_pipeline.replication.s3client import make_client
-
-    site, settings = cold_site_from_env(why)
     return make_client(site), site.bucket, settings
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -59,13 +59,34 @@ class ProofNotFound(JournalError):
     """No proof can be made (yet): the key was never copied, the version is unknown, or its day is not sealed."""
 
 
-def _entry_at(store: SegmentStore, seq: int) -> tuple[str, dict[str, Any]]:
-    for listed in segments_from(store, seq):
-        for entry in store.read_segment(listed.key).entries:
+class EntryNotFound(JournalError):
+    """No segment on the cold site holds the entry (read errors are plain JournalErrors)."""
+
+
+def entry_at(store: SegmentStore, seq: int, *, segment: str | None = None) -> tuple[str, dict[str, Any]]:
+    """(segment key, entry) of journal entry `seq` as stored on the cold site: in `segment` when given (the
+    database's index names it, saving a listing), else, or if it is not there, in the segment the listing
+    says holds it. JournalError naming the read errors when it was not found and a segment could not be read."""
+    def candidates() -> Iterator[str]:
+        if segment:
+            yield segment
+        holding = next(iter(segments_from(store, seq)), None)
+        if holding is not None and holding.key != segment:
+            yield holding.key
+
+    unreadable: list[str] = []
+    for key in candidates():
+        try:
+            stored = store.read_segment(key)
+        except JournalError as exc:
+            unreadable.append(str(exc))
+            continue
+        for entry in stored.entries:
             if entry.get("seq") == seq:
-                return listed.key, entry
-        break
-    raise JournalError(f"journal entry seq={seq} is not on the cold site")
+                return key, entry
+    if unreadable:
+        raise JournalError("; ".join(unreadable))
+    raise EntryNotFound(f"journal entry seq={seq} is not on the cold site")
 
 
 def _pick(copies: Sequence[dict[str, Any]], key: str, version_id: str | None, bucket: str) -> dict[str, Any]:
@@ -88,7 +109,7 @@ def find_copy_entry(store: SegmentStore, key: str, *, version_id: str | None = N
         with psycopg.connect(dsn, connect_timeout=15) as conn:
             indexed = [e for e in outbox.entries_for_key(conn, store.bucket, key) if e.get("action") == "copy"]
         chosen = _pick(indexed, key, version_id, store.bucket)
-        segment, entry = _entry_at(store, int(chosen["seq"]))
+        segment, entry = entry_at(store, int(chosen["seq"]))
         if canonical_json(entry) != canonical_json(chosen):
             raise JournalError(f"journal entry seq={chosen['seq']} in {segment} differs from the database's copy of "
                                "it: run `vault-pipeline journal verify`")

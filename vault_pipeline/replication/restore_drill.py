@@ -44,7 +44,6 @@ from psycopg.rows import dict_row
 from vault_pipeline.replication.errors import describe_s3_error
 from vault_pipeline.replication.retrieval import (
     ARCHIVE_CLASSES,
-    NO_RESTORE_CODES,  # noqa: F401  (re-exported: part of this module's vocabulary)
     TIERS,
     RestoreHeader,
     error_code,
@@ -312,9 +311,6 @@ def _item(row: dict[str, Any]) -> DrillItem:
 # The drill
 
 
-_code = error_code
-
-
 class RestoreDrill:
     """Both phases over one cold bucket. Thread-safe for reads: boto3 clients and the pool are."""
 
@@ -466,7 +462,7 @@ class RestoreDrill:
                                           chunk_size=self.settings.chunk_size)
         except Exception as exc:
             text, retryable = describe_s3_error(exc)
-            if _code(exc) == "InvalidObjectState":
+            if error_code(exc) == "InvalidObjectState":
                 if item.state == "not_needed":
                     return self._record(item, "failed", run_id, error=(
                         f"{where}: the cold site refuses both RestoreObject and GetObject ({text})"))

@@ -39,6 +39,7 @@ import urllib3
 from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
 
 from vault_pipeline.journal.chain import canonical_json, entry_hash
+from vault_pipeline.journal.proof import EntryNotFound, entry_at, find_copy_entry
 from vault_pipeline.journal.segments import JournalError, SegmentStore
 from vault_pipeline.replication.errors import describe_s3_error
 from vault_pipeline.replication.verify import META_SHA256, head_version, storage_class_of
@@ -283,7 +284,14 @@ def resolve(conn: Any, segments: SegmentStore, *, source_bucket: str, key: str,
         if written is None:
             raise RetrievalError(f"journal entry seq={seq} of {key!r} is not written to the cold site yet (segment "
                                  f"{segment}; the next journal flush writes it): rerun afterwards")
-        journal_segment, entry = _entry_at(segments, int(seq), segment)
+        try:
+            journal_segment, entry = entry_at(segments, int(seq), segment=segment)
+        except EntryNotFound:
+            raise RetrievalRefused(f"journal entry seq={seq} is in the tracking DB's index but not on the cold site "
+                                   f"(segment {segment}): refusing to restore (run `vault-pipeline journal verify`)"
+                                   ) from None
+        except JournalError as exc:
+            raise RetrievalError(f"journal entry seq={seq} cannot be read from the cold site: {exc}") from None
         found_via = "index"
         if canonical_json(entry) != canonical_json(db_entry):
             if entry.get("sha256") != db_entry.get("sha256"):
@@ -297,8 +305,6 @@ def resolve(conn: Any, segments: SegmentStore, *, source_bucket: str, key: str,
                                    "`vault-pipeline journal verify`)")
     else:
         # No index (a database rebuilt from the journal, or rows from before the journal): read the journal.
-        from vault_pipeline.journal.proof import find_copy_entry
-
         notes.append(f"no index entry for {key!r} version {version_id} in vault_secure.journal_entries: "
                      "read the whole journal to find it")
         try:
@@ -334,34 +340,6 @@ def resolve(conn: Any, segments: SegmentStore, *, source_bucket: str, key: str,
     return Target(key=key, source_bucket=source_bucket, cold_bucket=cold_bucket, version_id=version_id,
                   current=current, sha256=witness.sha256, size=witness.size, db_sha256=db_sha, db_source=db_source,
                   journal=witness, notes=tuple(notes))
-
-
-def _entry_at(segments: SegmentStore, seq: int, segment: str | None) -> tuple[str, dict[str, Any]]:
-    """(segment key, entry) of journal entry `seq` as stored on the cold site: in the segment the index names,
-    else in the segment the listing says holds it."""
-    from vault_pipeline.journal.seal import segments_from
-
-    def candidates() -> Any:
-        if segment:
-            yield segment
-        holding = next(iter(segments_from(segments, seq)), None)
-        if holding is not None and holding.key != segment:
-            yield holding.key
-
-    unreadable: list[str] = []
-    for key in candidates():
-        try:
-            stored = segments.read_segment(key)
-        except JournalError as exc:
-            unreadable.append(str(exc))
-            continue
-        for entry in stored.entries:
-            if entry.get("seq") == seq:
-                return key, entry
-    if unreadable:
-        raise RetrievalError(f"journal entry seq={seq} cannot be read from the cold site: {'; '.join(unreadable)}")
-    raise RetrievalRefused(f"journal entry seq={seq} is in the tracking DB's index but not on the cold site "
-                           f"(segment {segment}): refusing to restore (run `vault-pipeline journal verify`)")
 
 
 def _check_entry(segments: SegmentStore, segment: str, entry: Mapping[str, Any]) -> None:
