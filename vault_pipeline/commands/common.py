@@ -31,13 +31,13 @@ def hot_bucket(args: argparse.Namespace) -> str | None:
 
 
 @contextmanager
-def tracking_connection(*, read_only: bool) -> Iterator[Any]:
-    """A psycopg connection to VAULT_DATABASE_URL (autocommit; read-only sessions when asked)."""
+def tracking_connection() -> Iterator[Any]:
+    """A read-only psycopg connection to VAULT_DATABASE_URL (autocommit): the operator commands only read
+    the manifest (what they change goes through Dagster runs or the audit log's own store)."""
     import psycopg
 
     dsn = require_env("VAULT_DATABASE_URL", why="the operator commands read the tracking database")[
         "VAULT_DATABASE_URL"]
     with psycopg.connect(dsn, autocommit=True, connect_timeout=15) as conn:
-        if read_only:
-            conn.execute("SET default_transaction_read_only = on")
+        conn.execute("SET default_transaction_read_only = on")
         yield conn

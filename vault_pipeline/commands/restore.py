@@ -190,7 +190,7 @@ def _restore(args: argparse.Namespace, state: dict[str, Any]) -> int:
 
     segments = SegmentStore(client, cold_bucket, prefix=settings.journal_prefix)
     # The database is only needed to decide what to expect: it is not held open during a 12-48 h wait.
-    with tracking_connection(read_only=True) as conn:
+    with tracking_connection() as conn:
         target = resolve(conn, segments, source_bucket=env["OVH_S3_BUCKET_DOCUMENTS"], key=args.key,
                          version_id=args.version_id)
     for note in target.notes:

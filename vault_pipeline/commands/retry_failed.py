@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("OVH_S3_BUCKET_DOCUMENTS not set (or --bucket): the retry runs replicate that bucket")
     if args.timeout <= 0:
         raise CommandError("--timeout must be positive")
-    with tracking_connection(read_only=False) as conn:
+    with tracking_connection() as conn:
         started = conn.execute("SELECT now()").fetchone()[0]
         failed = failed_rows_by_day(conn, bucket, sorted(set(args.days)) if args.days else None)
         if not failed:

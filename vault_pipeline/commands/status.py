@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings, _ = load_settings()
     api = None if args.no_dagster else DagsterApi(dagster_url(args), timeout=15)
-    with tracking_connection(read_only=True) as conn:
+    with tracking_connection() as conn:
         report = collect_status(conn, api, source_bucket=hot_bucket(args),
                                 period_days=settings.verification_period_days,
                                 sensor_interval_seconds=settings.sensor_interval_seconds,

@@ -68,11 +68,14 @@ def database_status(conn: Any, source_bucket: str | None, *, period_days: int,
 
     by_status: dict[str, dict[str, int]] = {}
     by_type: dict[str, dict[str, int]] = {}
+    last_copy: dt.datetime | None = None
     for row in cur.execute(
         f"SELECT status, COALESCE(document_type, 'unclassified') AS document_type, count(*) AS objects,"
-        f" COALESCE(sum(file_size), 0) AS bytes FROM vault_secure.replication_status WHERE {where}"
-        " GROUP BY 1, 2", params,
+        f" COALESCE(sum(file_size), 0) AS bytes, max(replicated_at) AS last_copy"
+        f" FROM vault_secure.replication_status WHERE {where} GROUP BY 1, 2", params,
     ):
+        if row["last_copy"] is not None and (last_copy is None or row["last_copy"] > last_copy):
+            last_copy = row["last_copy"]
         totals = by_status.setdefault(row["status"], {"objects": 0, "bytes": 0})
         totals["objects"] += row["objects"]
         totals["bytes"] += int(row["bytes"])
@@ -103,14 +106,11 @@ def database_status(conn: Any, source_bucket: str | None, *, period_days: int,
         f" FROM vault_secure.replication_status WHERE {where} AND status = 'replicated'"
         " AND replicated_at > now() - interval '24 hours'", params,
     ).fetchone()
-    last_any = cur.execute(
-        f"SELECT max(replicated_at) AS at FROM vault_secure.replication_status WHERE {where}", params,
-    ).fetchone()["at"]
     recent_copies = {
         "window_hours": 24, "copies": recent["copies"],
         **{f"lag_{name}_seconds": (round(float(recent[name]), 1) if recent[name] is not None else None)
            for name in ("p50", "p95", "max")},
-        "last_replicated_at": _iso(last_any),
+        "last_replicated_at": _iso(last_copy),
     }
 
     failed_days = cur.execute(
