@@ -19,12 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import psycopg
 import pytest
 from dagster import DagsterInstance
 
 from vault_pipeline.devstack.devserver import DevServer
+from vault_pipeline.devstack.site import s3_client
 from vault_pipeline.operations.dagster_api import DagsterApi
 from vault_pipeline.partitions import partition_key_for
 from vault_pipeline.replication.inventory import list_page
@@ -60,15 +60,11 @@ def cli(dev: DevServer, *args: str, **env: str) -> subprocess.CompletedProcess[s
 
 
 def hot(dev: DevServer) -> Any:
-    return boto3.client("s3", endpoint_url=dev.env["OVH_S3_ENDPOINT"], region_name=dev.env["OVH_S3_REGION"],
-                        aws_access_key_id=dev.env["OVH_S3_ACCESS_KEY_ID"],
-                        aws_secret_access_key=dev.env["OVH_S3_SECRET_ACCESS_KEY"])
+    return s3_client(dev.env["OVH_S3_ENDPOINT"], dev.env["OVH_S3_ACCESS_KEY_ID"], dev.env["OVH_S3_SECRET_ACCESS_KEY"])
 
 
 def cold(dev: DevServer) -> Any:
-    return boto3.client("s3", endpoint_url=dev.env["AWS_S3_ENDPOINT"], region_name=dev.env["AWS_S3_REGION"],
-                        aws_access_key_id=dev.env["AWS_S3_ACCESS_KEY_ID"],
-                        aws_secret_access_key=dev.env["AWS_S3_SECRET_ACCESS_KEY"])
+    return s3_client(dev.env["AWS_S3_ENDPOINT"], dev.env["AWS_S3_ACCESS_KEY_ID"], dev.env["AWS_S3_SECRET_ACCESS_KEY"])
 
 
 def rows(dev: DevServer, prefix: str) -> dict[str, dict[str, Any]]:
