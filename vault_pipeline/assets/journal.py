@@ -11,8 +11,9 @@ from dagster import AssetExecutionContext, BackfillPolicy, Failure, MaterializeR
 
 from vault_pipeline.assets.replication import cold_copies
 from vault_pipeline.journal.chain import ChainError
-from vault_pipeline.journal.seal import DayNotOver, SealRun, SealSigner, SigningKeyError, seal_through
+from vault_pipeline.journal.seal import DayNotOver, SealRun, seal_through
 from vault_pipeline.journal.segments import JournalError
+from vault_pipeline.journal.signing import SealSigner, SigningKeyError
 from vault_pipeline.partitions import daily_partitions
 from vault_pipeline.replication.errors import describe_s3_error
 from vault_pipeline.resources.journal import JournalResource

@@ -136,7 +136,7 @@ def _check_proof(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from vault_pipeline.journal.seal import PUBLIC_KEYS_VARIABLE, SIGNING_KEY_VARIABLE, SealSigner
+    from vault_pipeline.journal.signing import PUBLIC_KEYS_VARIABLE, SIGNING_KEY_VARIABLE, SealSigner
 
     signer = SealSigner.generate()
     if args.out:

@@ -36,19 +36,11 @@ from vault_pipeline.journal.merkle import (
     root_from_leaf_hashes,
     verify_inclusion,
 )
-from vault_pipeline.journal.seal import (
-    PUBLIC_KEYS_VARIABLE,
-    entry_day,
-    iter_journal,
-    key_id,
-    parse_public_keys,
-    read_seal,
-    seal_hash,
-    seal_key,
-    segments_from,
-    structure_problems,
-)
+from vault_pipeline.journal.reader import iter_journal, segments_from
+from vault_pipeline.journal.seal_format import entry_day, seal_hash, structure_problems
+from vault_pipeline.journal.seal_store import read_seal, seal_key
 from vault_pipeline.journal.segments import JournalError, SegmentStore
+from vault_pipeline.journal.signing import PUBLIC_KEYS_VARIABLE, key_id, parse_public_keys
 
 PROOF_FORMAT = "vault-pipeline/journal-inclusion-proof/v1"
 PROOF_FIELDS = ("format", "bucket", "key", "version_id", "segment_key", "entry", "leaf_index", "tree_size",

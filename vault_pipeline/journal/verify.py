@@ -23,23 +23,17 @@ from dataclasses import dataclass, field
 
 from vault_pipeline.journal.chain import GENESIS_HASH, ChainError, ChainState, canonical_json, verify_chain
 from vault_pipeline.journal.merkle import leaf_hash, root_from_leaf_hashes
-from vault_pipeline.journal.seal import (
-    PUBLIC_KEYS_VARIABLE,
-    SEAL_FIELDS,
-    SealError,
-    SigningKeyError,
+from vault_pipeline.journal.seal_format import SEAL_FIELDS, SealError, entry_day, structure_problems
+from vault_pipeline.journal.seal_store import (
     StoredSeal,
     day_of_seal_key,
-    entry_day,
-    key_id,
     list_seal_objects,
-    parse_public_keys,
     read_seal,
     seal_key,
     seal_versions,
-    structure_problems,
 )
 from vault_pipeline.journal.segments import JournalError, SegmentStore, encode_segment, first_seq_of
+from vault_pipeline.journal.signing import PUBLIC_KEYS_VARIABLE, SigningKeyError, key_id, parse_public_keys
 
 UNAUTHENTICATED_NOTE = (
     f"{PUBLIC_KEYS_VARIABLE} is not configured: each seal's signature was checked only against the public key "

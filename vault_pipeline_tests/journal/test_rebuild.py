@@ -16,8 +16,9 @@ from psycopg.rows import dict_row
 
 from vault_pipeline.journal.entries import BUSINESS_COLUMNS
 from vault_pipeline.journal.rebuild import RebuildError, rebuild_tracking_db
-from vault_pipeline.journal.seal import Sealer, SealSigner
+from vault_pipeline.journal.seal import Sealer
 from vault_pipeline.journal.segments import SegmentStore
+from vault_pipeline.journal.signing import SealSigner
 from vault_pipeline.journal.writer import JournalWriter
 from vault_pipeline_tests.conftest import Vault, today_key
 

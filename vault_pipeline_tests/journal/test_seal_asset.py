@@ -9,7 +9,7 @@ import pytest
 from dagster import build_schedule_context
 
 from vault_pipeline.jobs.journal_seal import day_to_seal
-from vault_pipeline.journal.seal import SealSigner
+from vault_pipeline.journal.signing import SealSigner
 from vault_pipeline_tests.conftest import Vault, sql
 from vault_pipeline_tests.journal.sealkit import at, day_leaves, journal_at, mth, utc_today
 

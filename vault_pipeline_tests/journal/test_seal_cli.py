@@ -13,7 +13,8 @@ import pytest
 
 from vault_pipeline.cli import main
 from vault_pipeline.journal.chain import canonical_json
-from vault_pipeline.journal.seal import SealSigner, seal_through
+from vault_pipeline.journal.seal import seal_through
+from vault_pipeline.journal.signing import SealSigner
 from vault_pipeline.journal.writer import JournalWriter
 from vault_pipeline_tests.conftest import REPO, Vault
 from vault_pipeline_tests.journal.sealkit import at, journal_at, utc_today

@@ -14,7 +14,8 @@ import json
 
 from vault_pipeline.journal.chain import canonical_json
 from vault_pipeline.journal.merkle import leaf_hash
-from vault_pipeline.journal.seal import SealSigner, build_seal, check_signature, seal_hash, structure_problems
+from vault_pipeline.journal.seal_format import build_seal, check_signature, seal_hash, structure_problems
+from vault_pipeline.journal.signing import SealSigner
 
 SEED = base64.b64encode(bytes(range(32))).decode()
 DAY_SEAL = (

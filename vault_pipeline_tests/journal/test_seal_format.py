@@ -16,16 +16,15 @@ import pytest
 from vault_pipeline.cli import main
 from vault_pipeline.journal.chain import GENESIS_HASH, canonical_json
 from vault_pipeline.journal.merkle import leaf_hash
-from vault_pipeline.journal.seal import (
+from vault_pipeline.journal.seal_format import (
     EMPTY_ROOT,
-    SealSigner,
-    SigningKeyError,
     build_seal,
     check_signature,
     seal_hash,
     structure_problems,
     timestamp_digest,
 )
+from vault_pipeline.journal.signing import SealSigner, SigningKeyError
 from vault_pipeline_tests.journal.sealkit import mth
 
 DAY = dt.date(2026, 11, 23)

@@ -20,18 +20,10 @@ import pytest
 from vault_pipeline.journal.chain import GENESIS_HASH, canonical_json
 from vault_pipeline.journal.proof import ProofNotFound, build_proof, check_proof
 from vault_pipeline.journal.reader import RewrittenSegment, read_entries
-from vault_pipeline.journal.seal import (
-    EMPTY_ROOT,
-    DayNotOver,
-    SealError,
-    SealSigner,
-    SigningKeyError,
-    build_seal,
-    day_end,
-    seal_key,
-    seal_through,
-    signed_payload,
-)
+from vault_pipeline.journal.seal import DayNotOver, seal_through
+from vault_pipeline.journal.seal_format import EMPTY_ROOT, SealError, build_seal, day_end, signed_payload
+from vault_pipeline.journal.seal_store import seal_key
+from vault_pipeline.journal.signing import SealSigner, SigningKeyError
 from vault_pipeline.journal.verify import UNAUTHENTICATED_NOTE, verify_journal
 from vault_pipeline.journal.writer import JournalWriter
 from vault_pipeline_tests.conftest import REPO, Vault, sql
