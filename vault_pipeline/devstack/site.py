@@ -23,7 +23,7 @@ def find_binary(name: str, package: str) -> str:
     candidate = Path(sys.executable).parent / name
     found = str(candidate) if candidate.exists() else shutil.which(name)
     if not found:
-        raise DevStackError(f"`{name}` not found: install {package} (make install)")
+        raise DevStackError(f"`{name}` not found: install {package} (the dev extra: vault-pipeline[dev])")
     return found
 
 
