@@ -160,11 +160,13 @@ class VaultSettings(BaseSettings):
     @field_validator("restore_drill_cron", "journal_seal_cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from dagster._utils.schedules import is_valid_cron_string  # what ScheduleDefinition itself checks
+        from dagster import DagsterInvalidDefinitionError, ScheduleDefinition
 
         value = " ".join(value.split())
-        if not is_valid_cron_string(value):
-            raise ValueError("must be a cron expression of five fields, e.g. '0 3 * * 1' (UTC)")
+        try:  # the schedule built from it checks it the way Dagster will
+            ScheduleDefinition(name="cron_check", cron_schedule=value, job_name="cron_check")
+        except DagsterInvalidDefinitionError:
+            raise ValueError("must be a cron expression of five fields, e.g. '0 3 * * 1' (UTC)") from None
         return value
 
     @property

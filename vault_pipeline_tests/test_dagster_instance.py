@@ -8,7 +8,6 @@ from pathlib import Path
 import psycopg
 import pytest
 from dagster import DagsterInstance
-from dagster._core.instance.ref import InstanceRef
 
 from vault_pipeline_tests.conftest import Vault, today_key
 
@@ -22,8 +21,9 @@ def test_runs_are_stored_in_postgres_with_queued_runs(vault: Vault, pg_server, t
     url = pg_server.dsn("dagster_storage_test").replace("postgresql://", "postgresql+psycopg2://", 1)
     monkeypatch.setenv("VAULT_DAGSTER_DATABASE_URL", url)
     shutil.copyfile(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))  # as a deployment does; read by DagsterInstance.get()
     try:
-        with DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path))) as instance:
+        with DagsterInstance.get() as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
             assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"

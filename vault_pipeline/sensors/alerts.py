@@ -43,18 +43,16 @@ from dagster import (
     run_status_sensor,
     sensor,
 )
-from dagster._core.storage.asset_check_execution_record import (
-    AssetCheckExecutionRecord,
-    AssetCheckExecutionRecordStatus,
-)
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
-)
 
 from vault_pipeline.alerting import Alert, AlertDispatcher
 from vault_pipeline.alerting.payload import day_list, key_list, partition_bounds, partition_label
+from vault_pipeline.dagster_compat import (  # no public equivalent: see dagster_compat.py
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+)
 from vault_pipeline.partitions import day_range
 from vault_pipeline.resources.alerts import AlertsResource
 from vault_pipeline.resources.s3_sites import S3SiteResource

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -32,11 +33,13 @@ from dagster import (
     build_sensor_context,
     materialize,
 )
-from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationPlanned
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from dagster._core.utils import make_new_run_id
 
 from vault_pipeline.alerting import ALERT_LOGGER_NAME, AlertStore
+from vault_pipeline.dagster_compat import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    AssetCheckEvaluationPlanned,
+)
 from vault_pipeline.partitions import daily_partitions
 from vault_pipeline.resources.alerts import alerts_resource_from_env
 from vault_pipeline.sensors.alerts import AlertSensorCursor, build_alert_sensors
@@ -186,7 +189,7 @@ def test_a_check_still_running_when_newer_ones_finish_is_not_skipped(vault: Vaul
     sensors = CheckSensorHarness(vault, [fixity.check_key])
     asset_key, check_name = AssetKey("alert_probe"), "fixity"
     slow = vault.instance.add_run(DagsterRun(
-        job_name="slow_checks", run_id=make_new_run_id(), status=DagsterRunStatus.STARTED,
+        job_name="slow_checks", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED,
         tags={"dagster/partition": "2025-03-01"}))
     vault.instance.report_dagster_event(DagsterEvent(
         DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value, job_name="slow_checks",
