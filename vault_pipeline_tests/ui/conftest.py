@@ -4,6 +4,7 @@ headless Chromium for the module, a fresh browser context per test, full-page sc
 Chromium is Debian's (/usr/bin/chromium, installed by .ci/ensure-chromium when missing), driven through the
 node driver bundled in the playwright wheel: `playwright install` is never run (no browser download).
 Without Chromium, or without the playwright package, the tests skip and say which; nothing else skips.
+Under CI=true they fail instead, saying which: CI must run the browser test (.ci/ensure-chromium fails too).
 
 Screenshots go to $VAULT_TEST_ARTIFACTS (default <repo>/test-artifacts/browser/, git-ignored), with the
 dev stack's log; a failed test leaves FAILED-<test>.png there. The directory is printed at the end.
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -44,6 +45,7 @@ SENSOR_INTERVAL_S = 5  # instead of 30: the sensor's runs show up within seconds
 PIPELINE_VARIABLES = ("VAULT_", "OVH_S3_", "AWS_S3_", "REPLICATION_CONCURRENCY", "DELETE_FROM_OVH_AFTER_REPLICATION",
                       "DAGSTER_HOME")
 ACTIVE_RUN_STATUSES = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
 
 _saved: list[Path] = []
 
@@ -57,15 +59,23 @@ def screenshot(page: Page, name: str) -> Path:
     return path
 
 
+def no_browser(reason: str) -> NoReturn:
+    """No browser can be driven: a skip saying why, except under CI=true, where it is a failure saying why
+    (a browser test that CI skips is a browser test nobody runs)."""
+    if IN_CI:
+        pytest.fail(f"CI=true and the browser test cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def require_browser() -> None:
-    """Skip, saying why, where no browser can be driven; never for any other reason."""
+    """Skip (fail under CI), saying why, where no browser can be driven; never for any other reason."""
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError as exc:
-        pytest.skip(f"playwright cannot be imported ({exc}): install the test extra, pip install -e '.[test]'")
+        no_browser(f"playwright cannot be imported ({exc}): install the test extra (make install)")
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"no Chromium: {CHROMIUM} missing and it could not be installed here (.ci/ensure-chromium "
-                    "runs `apt-get install -y chromium` as root or through `sudo -n`)")
+        no_browser(f"no Chromium: {CHROMIUM} missing and it could not be installed here (.ci/ensure-chromium "
+                   "runs `apt-get install -y chromium` as root or through `sudo -n`)")
 
 
 @pytest.fixture(scope="module")
