@@ -15,7 +15,6 @@ MiB = 1024 * 1024
 NO_RESCAN = {"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}}
 
 
-@pytest.mark.slow
 def parts_sent(vault: Vault, upload: dict) -> int:
     """Parts of an open upload; an upload completed since it was listed counts as fully sent."""
     try:
@@ -25,6 +24,7 @@ def parts_sent(vault: Vault, upload: dict) -> int:
     return len(response.get("Parts", []))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_replicates_everything_exactly_once(vault: Vault) -> None:
     small = [f"crash/small-{i:04d}.pdf" for i in range(200)]
     large = [f"crash/a-large-{i}.bin" for i in range(6)]  # sorted first: claimed first
