@@ -85,10 +85,10 @@ def rows_by_day(dsn: str, bucket: str) -> tuple[dict[str, int], dict[str, int]]:
 
     with psycopg.connect(dsn) as conn:
         days = {d.isoformat(): int(n) for d, n in conn.execute(
-            "SELECT partition_day, count(*) FROM vault_secure.replication_status WHERE source_bucket = %s"
+            "SELECT partition_day, count(*) FROM vault_secure.replication_status WHERE bucket_source = %s"
             " GROUP BY 1 ORDER BY 1", (bucket,))}
         statuses = {s: int(n) for s, n in conn.execute(
-            "SELECT status, count(*) FROM vault_secure.replication_status WHERE source_bucket = %s GROUP BY 1",
+            "SELECT status, count(*) FROM vault_secure.replication_status WHERE bucket_source = %s GROUP BY 1",
             (bucket,))}
     return days, statuses
 

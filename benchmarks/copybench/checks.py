@@ -86,8 +86,9 @@ def replicated_rows(dsn: str, hot_bucket: str) -> dict[str, int]:
     """Rows of the run's tracking database by status, and how many replicated rows carry a verification."""
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            "SELECT status, count(*), count(*) FILTER (WHERE verified_at IS NOT NULL AND retain_until IS NOT NULL "
-            "AND sha256 IS NOT NULL) FROM vault_secure.replication_status WHERE source_bucket = %s GROUP BY 1",
+            "SELECT status, count(*), count(*) FILTER (WHERE verified_at IS NOT NULL"
+            " AND aws_object_lock_until IS NOT NULL AND sha256 IS NOT NULL)"
+            " FROM vault_secure.replication_status WHERE bucket_source = %s GROUP BY 1",
             (hot_bucket,)).fetchall()
     counts = {f"rows_{status}": int(n) for status, n, _ in rows}
     counts["rows_replicated_verified"] = sum(int(v) for status, _, v in rows if status == "replicated")

@@ -20,22 +20,22 @@ from psycopg.rows import dict_row
 POLL_INTERVAL_S = 0.2
 
 _VERIFIED = """
-SELECT object_key FROM vault_secure.replication_status
-WHERE object_key = ANY(%s) AND status = 'replicated' AND verified_at IS NOT NULL
+SELECT s3_key FROM vault_secure.replication_status
+WHERE s3_key = ANY(%s) AND status = 'replicated' AND verified_at IS NOT NULL
 """
 
 _ROWS = """
-SELECT r.object_key, r.status, r.file_size, r.document_type, r.retry_count, r.replication_count,
+SELECT r.s3_key, r.status, r.ovh_size, r.document_type, r.retry_count, r.replication_count,
        extract(epoch FROM r.created_at)::float8 AS registered_at,
        extract(epoch FROM r.last_attempt_at)::float8 AS claimed_at,
        extract(epoch FROM r.replicated_at)::float8 AS replicated_at,
        extract(epoch FROM r.verified_at)::float8 AS verified_at,
        (SELECT a.run_id FROM vault_secure.audit_logs a
-        WHERE a.event_type = 'REPLICATION_SUCCESS' AND a.object_key = r.object_key
-          AND a.source_bucket = r.source_bucket
+        WHERE a.event_type = 'REPLICATION_SUCCESS' AND a.object_key = r.s3_key
+          AND a.source_bucket = r.bucket_source
         ORDER BY a.created_at LIMIT 1) AS run_id
 FROM vault_secure.replication_status r
-WHERE r.object_key = ANY(%s)
+WHERE r.s3_key = ANY(%s)
 """
 
 
@@ -106,4 +106,4 @@ def read_rows(dsn: str, keys: list[str]) -> dict[str, dict[str, Any]]:
     """Each key's row: status, timestamps (Unix seconds) and the id of the run that copied it."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.cursor(row_factory=dict_row).execute(_ROWS, (keys,)).fetchall()
-    return {row["object_key"]: dict(row) for row in rows}
+    return {row["s3_key"]: dict(row) for row in rows}

@@ -94,12 +94,12 @@ def mark_all_replicated(dsn: str) -> float:
         conn.execute(
             """
             UPDATE vault_secure.replication_status SET
-                status = 'replicated', sha256 = md5(object_key) || md5(source_etag),
-                cold_checksum = md5(object_key), cold_checksum_type = 'FULL_OBJECT', document_type = 'payslip',
+                status = 'replicated', sha256 = md5(s3_key) || md5(ovh_etag),
+                cold_checksum = md5(s3_key), cold_checksum_type = 'FULL_OBJECT', document_type = 'payslip',
                 source_document_type = 'payslip', retention_years = 50,
-                retain_until = source_last_modified + interval '50 years', retention_base = 'last-modified',
-                storage_class = 'DEEP_ARCHIVE', cold_version_id = md5(source_etag || 'v'),
-                cold_etag = source_etag, replication_count = 1, replicated_at = now(), verified_at = now(),
+                aws_object_lock_until = source_last_modified + interval '50 years', retention_base = 'last-modified',
+                storage_class = 'DEEP_ARCHIVE', aws_version_id = md5(ovh_etag || 'v'),
+                aws_etag = ovh_etag, replication_count = 1, replicated_at = now(), verified_at = now(),
                 journaled = true
             """)
         conn.execute("VACUUM (ANALYZE) vault_secure.replication_status")
@@ -120,7 +120,7 @@ def table_facts(dsn: str, since: dt.datetime) -> dict[str, int]:
 def pending_keys(dsn: str) -> set[str]:
     with psycopg.connect(dsn) as conn:
         return {r[0] for r in conn.execute(
-            "SELECT object_key FROM vault_secure.replication_status WHERE status = 'pending'")}
+            "SELECT s3_key FROM vault_secure.replication_status WHERE status = 'pending'")}
 
 
 def db_now(dsn: str) -> dt.datetime:

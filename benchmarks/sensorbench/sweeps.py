@@ -81,7 +81,7 @@ def probed() -> Iterator[Callable[[], TickProbe]]:
 
 def row_count(dsn: str, bucket: str) -> int:
     with psycopg.connect(dsn) as conn:
-        return int(conn.execute("SELECT count(*) FROM vault_secure.replication_status WHERE source_bucket = %s",
+        return int(conn.execute("SELECT count(*) FROM vault_secure.replication_status WHERE bucket_source = %s",
                                 (bucket,)).fetchone()[0])
 
 

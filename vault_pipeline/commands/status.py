@@ -80,7 +80,7 @@ def render(report: Any) -> str:
         row("", f"{doc_type}: " + ", ".join(f"{s.replace('_', ' ')} {by[s]:,}" for s in STATUSES if by.get(s)))
     waiting = report.oldest_waiting
     row("backlog", f"{report.backlog['objects']:,} object(s), {format_amount(report.backlog['bytes'], 'bytes')}"
-        + (f"; oldest {waiting['key']!r} ({waiting['status'].replace('_', ' ')}, day {waiting['day']}) "
+        + (f"; oldest {waiting['s3_key']!r} ({waiting['status'].replace('_', ' ')}, day {waiting['day']}) "
            f"waiting {duration(waiting['waiting_seconds'])}" if waiting else ""))
     recent = report.recent_copies
     row("copies (24 h)", f"{recent['copies']:,}; upload to verified copy p50 {duration(recent['lag_p50_seconds'])},"
@@ -91,7 +91,7 @@ def render(report: Any) -> str:
         days = ", ".join(f"{d} ({n})" for d, n in list(failed["days"].items())[:5])
         row("failed rows", f"{failed['objects']:,} on {len(failed['days'])} day(s): {days}")
         for item in failed["latest"][:5]:
-            row("", f"{item['key']!r} ({item['day']}, {item['attempts']} attempt(s)): "
+            row("", f"{item['s3_key']!r} ({item['day']}, {item['attempts']} attempt(s)): "
                 f"{' '.join((item['error'] or '').split())[:160]}")
     else:
         row("failed rows", "none")

@@ -31,10 +31,12 @@ SUPERUSER = "postgres"
 SYSTEM_USER = "pgserver"  # pgserver's convention when running as root
 
 
-def _bin(name: str) -> str:
+def pgserver_binary(name: str) -> str:
+    """Path of a PostgreSQL program shipped by pgserver (postgres, initdb, psql, pg_dump, ...)."""
     from pgserver._commands import POSTGRES_BIN_PATH
 
     return str(POSTGRES_BIN_PATH / name)
+
 
 
 def _system_user() -> str | None:
@@ -101,8 +103,8 @@ class EmbeddedPostgres(ChildServer):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _give_to(user, self.data_dir)
         result = subprocess.run(
-            [_bin("initdb"), "-D", str(self.data_dir), "--auth=trust", "--auth-local=trust", "--encoding=UTF8",
-             "--locale=C", "-U", SUPERUSER],
+            [pgserver_binary("initdb"), "-D", str(self.data_dir), "--auth=trust", "--auth-local=trust",
+             "--encoding=UTF8", "--locale=C", "-U", SUPERUSER],
             user=user, cwd=self.data_dir, capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
@@ -149,7 +151,7 @@ class EmbeddedPostgres(ChildServer):
         self._socket_dir = Path(tempfile.mkdtemp(prefix="vault-pg-"))  # short: socket paths max ~100 bytes
         _give_to(user, self._socket_dir)
         self.process = start_process(
-            [_bin("postgres"), "-D", str(self.data_dir), "-h", LOOPBACK, "-p", str(self.port),
+            [pgserver_binary("postgres"), "-D", str(self.data_dir), "-h", LOOPBACK, "-p", str(self.port),
              "-k", str(self._socket_dir), "-c", "max_connections=300"],
             log_path=self.log_path, cwd=self.data_dir, user=user, death_signal=signal.SIGINT,
         )

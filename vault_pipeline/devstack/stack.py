@@ -29,7 +29,7 @@ import psutil
 from vault_pipeline.devstack.buckets import ensure_bucket
 from vault_pipeline.devstack.motosite import MotoSite
 from vault_pipeline.devstack.ports import COLD_S3_PORT, HOT_S3_PORT, POSTGRES_PORT
-from vault_pipeline.devstack.postgres import EmbeddedPostgres
+from vault_pipeline.devstack.postgres import EmbeddedPostgres, pgserver_binary
 from vault_pipeline.devstack.process import DevStackError
 from vault_pipeline.devstack.seaweed import SeaweedSite
 from vault_pipeline.devstack.site import REGION
@@ -233,6 +233,7 @@ def export_lines(env: Mapping[str, str]) -> str:
         'aws --endpoint-url "$OVH_S3_ENDPOINT" s3 ls',
         '# AWS_ACCESS_KEY_ID="$AWS_S3_ACCESS_KEY_ID" AWS_SECRET_ACCESS_KEY="$AWS_S3_SECRET_ACCESS_KEY" '
         'aws --endpoint-url "$AWS_S3_ENDPOINT" s3api list-object-versions --bucket "$AWS_S3_BUCKET_DOCUMENTS_COLD"',
-        '# psql "$VAULT_DATABASE_URL"',
+        '# psql "$VAULT_DATABASE_URL"   (no psql on this machine? PostgreSQL\'s own ships with pgserver:)',
+        f'# {shlex.quote(pgserver_binary("psql"))} "$VAULT_DATABASE_URL"',
     ]
     return "\n".join(lines)

@@ -133,7 +133,7 @@ def unjournaled_rows(conn: psycopg.Connection, site: str, limit: int) -> list[di
     """Replicated rows whose copy has no entry: rows from before the journal existed, or written by a
     path that did not journal. They are found here and journaled once (see repair in writer.py)."""
     return conn.cursor(row_factory=dict_row).execute(
-        "SELECT * FROM vault_secure.replication_status WHERE destination_bucket = %s AND status = 'replicated'"
+        "SELECT * FROM vault_secure.replication_status WHERE bucket_dest = %s AND status = 'replicated'"
         " AND NOT journaled ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
         (site, limit),
     ).fetchall()

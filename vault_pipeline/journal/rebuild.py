@@ -33,6 +33,7 @@ from vault_pipeline.journal.chain import GENESIS_HASH, ChainError, ChainState, c
 from vault_pipeline.journal.entries import BUSINESS_COLUMNS, parse_time, row_from_copy
 from vault_pipeline.journal.reader import read_segments
 from vault_pipeline.journal.segments import JournalError, SegmentStore, StoredSegment
+from vault_pipeline.replication.identity import application_ids
 from vault_pipeline.replication.policy import DOCUMENT_TYPE_KEYS
 from vault_pipeline.replication.tracking import TrackingStore
 from vault_pipeline.replication.verify import (
@@ -50,7 +51,7 @@ Mode = Literal["full", "incremental"]
 REBUILD_LOCK_NAMESPACE = 0x7262646C  # "rbdl": pg_advisory_lock(namespace, hashtext(site)) on the target
 # Columns a replayed copy writes; hot_deleted_at is kept when a copy does not carry one (as on the primary,
 # where a re-replication leaves it alone).
-UPSERT_COLUMNS = tuple(c for c in BUSINESS_COLUMNS if c != "object_key" and c != "source_bucket")
+UPSERT_COLUMNS = tuple(c for c in BUSINESS_COLUMNS if c not in ("s3_key", "bucket_source"))
 
 
 class RebuildError(RuntimeError):
@@ -186,10 +187,10 @@ def _apply_segment(conn: psycopg.Connection, site: str, segment: StoredSegment, 
         action = entry.get("action")
         if action == "copy":
             row = row_from_copy(entry)
-            previous = rows.get((row["source_bucket"], row["object_key"]))
+            previous = rows.get((row["bucket_source"], row["s3_key"]))
             if previous and previous.get("hot_deleted_at") and not row.get("hot_deleted_at"):
                 row["hot_deleted_at"] = previous["hot_deleted_at"]
-            rows[(row["source_bucket"], row["object_key"])] = row
+            rows[(row["bucket_source"], row["s3_key"])] = row
         elif action == "hot_delete":
             key = (entry.get("source_bucket"), entry["key"])
             if key in rows:
@@ -197,12 +198,13 @@ def _apply_segment(conn: psycopg.Connection, site: str, segment: StoredSegment, 
             else:
                 later.append(("hot_delete", entry))
         elif action == "retention_extend":
-            matching = [r for r in rows.values() if r["object_key"] == entry["key"]
-                        and r["cold_version_id"] == entry["version_id"]]
+            matching = [r for r in rows.values() if r["s3_key"] == entry["key"]
+                        and r["aws_version_id"] == entry["version_id"]]
             if matching:
                 until = parse_time(entry["retain_until"])
                 for r in matching:
-                    r["retain_until"] = max(r["retain_until"], until) if r["retain_until"] and until else until
+                    r["aws_object_lock_until"] = (max(r["aws_object_lock_until"], until)
+                                                  if r["aws_object_lock_until"] and until else until)
             else:
                 later.append(("retention_extend", entry))
         elif action != "report":
@@ -216,13 +218,14 @@ def _apply_segment(conn: psycopg.Connection, site: str, segment: StoredSegment, 
             if action == "hot_delete":
                 conn.execute(
                     "UPDATE vault_secure.replication_status SET hot_deleted_at = %s, updated_at = now()"
-                    " WHERE object_key = %s AND (source_bucket = %s OR %s::text IS NULL) AND destination_bucket = %s",
+                    " WHERE s3_key = %s AND (bucket_source = %s OR %s::text IS NULL) AND bucket_dest = %s",
                     (parse_time(entry.get("hot_deleted_at") or entry["time"]), entry["key"],
                      entry.get("source_bucket"), entry.get("source_bucket"), site))
             else:
                 conn.execute(
-                    "UPDATE vault_secure.replication_status SET retain_until = GREATEST(retain_until, %s),"
-                    " updated_at = now() WHERE destination_bucket = %s AND object_key = %s AND cold_version_id = %s",
+                    "UPDATE vault_secure.replication_status"
+                    " SET aws_object_lock_until = GREATEST(aws_object_lock_until, %s), updated_at = now()"
+                    " WHERE bucket_dest = %s AND s3_key = %s AND aws_version_id = %s",
                     (parse_time(entry["retain_until"]), site, entry["key"], entry["version_id"]))
         _copy_entries(conn, site, segment)
         conn.execute(
@@ -263,7 +266,7 @@ def _upsert_rows(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> None:
         f"""
         INSERT INTO vault_secure.replication_status AS r ({', '.join(columns)}, journaled)
         SELECT {', '.join(columns)}, true FROM rebuild_rows
-        ON CONFLICT (source_bucket, object_key) DO UPDATE SET {assignments}, journaled = true,
+        ON CONFLICT (bucket_source, s3_key) DO UPDATE SET {assignments}, journaled = true,
             lease_owner = NULL, lease_expires_at = NULL, cold_upload_id = NULL, updated_at = now()
         """)
 
@@ -300,8 +303,8 @@ def _sweep(conn: psycopg.Connection, segments: SegmentStore, report: RebuildRepo
             if not latest:
                 continue
             known = dict(conn.execute(
-                "SELECT object_key, cold_version_id FROM vault_secure.replication_status"
-                " WHERE destination_bucket = %s AND object_key = ANY(%s)",
+                "SELECT s3_key, aws_version_id FROM vault_secure.replication_status"
+                " WHERE bucket_dest = %s AND s3_key = ANY(%s)",
                 (bucket, [v["Key"] for v in latest])).fetchall())
             missing = [v for v in latest if known.get(v["Key"]) != v["VersionId"]]
             for version, outcome in zip(missing, pool.map(
@@ -312,9 +315,9 @@ def _sweep(conn: psycopg.Connection, segments: SegmentStore, report: RebuildRepo
                     continue
                 with conn.transaction():
                     existing = conn.execute(
-                        "SELECT cold_version_id, previous_cold_version_ids, replication_count, hot_deleted_at"
-                        " FROM vault_secure.replication_status WHERE source_bucket = %s AND object_key = %s",
-                        (outcome["source_bucket"], outcome["object_key"])).fetchone()
+                        "SELECT aws_version_id, previous_cold_version_ids, replication_count, hot_deleted_at"
+                        " FROM vault_secure.replication_status WHERE bucket_source = %s AND s3_key = %s",
+                        (outcome["bucket_source"], outcome["s3_key"])).fetchone()
                     if existing:
                         previous = list(existing[1] or [])
                         if existing[0] and existing[0] not in previous:
@@ -324,8 +327,8 @@ def _sweep(conn: psycopg.Connection, segments: SegmentStore, report: RebuildRepo
                     _upsert_rows(conn, [outcome])
                     # Not in the journal: leave it for the first flush of a promoted secondary to journal.
                     conn.execute("UPDATE vault_secure.replication_status SET journaled = false"
-                                 " WHERE source_bucket = %s AND object_key = %s",
-                                 (outcome["source_bucket"], outcome["object_key"]))
+                                 " WHERE bucket_source = %s AND s3_key = %s",
+                                 (outcome["bucket_source"], outcome["s3_key"]))
                 report.rebuilt_from_head.append(version["Key"])
                 report.rows_upserted += 1
 
@@ -352,10 +355,12 @@ def _row_from_head(client: Any, bucket: str, key: str, version_id: str, source_b
     if checksum and "-" not in checksum and part_size is None and base64.b64decode(checksum).hex() != sha:
         return f"its SHA-256 checksum disagrees with {META_SHA256}: not a verified copy"
     now = dt.datetime.now(dt.UTC)
+    ids = application_ids(meta)
     return {
-        "object_key": key, "source_bucket": source_bucket, "destination_bucket": bucket,
-        "source_etag": meta[META_SOURCE_ETAG], "file_size": int(head.get("ContentLength", 0)),
-        "status": "replicated", "retry_count": 0, "error_message": None,
+        "s3_key": key, "bucket_source": source_bucket, "bucket_dest": bucket,
+        "ovh_etag": meta[META_SOURCE_ETAG], "ovh_size": int(head.get("ContentLength", 0)),
+        "status": "replicated", "retry_count": 0, "error_message": None, "failed_at": None,
+        "document_id": ids.document_id, "user_id": ids.user_id,
         "replicated_at": head.get("LastModified"), "source_last_modified": last_modified,
         "partition_day": last_modified.date(), "source_version_id": meta.get(META_SOURCE_VERSION),
         "sha256": sha, "cold_checksum": checksum,
@@ -363,8 +368,8 @@ def _row_from_head(client: Any, bucket: str, key: str, version_id: str, source_b
         "part_size": part_size, "document_type": meta[META_DOCUMENT_TYPE],
         "source_document_type": next((meta[k] for k in DOCUMENT_TYPE_KEYS if meta.get(k)), None),
         "retention_years": years,
-        "retain_until": head.get("ObjectLockRetainUntilDate") or parse_time(meta.get(META_RETAIN_UNTIL)),
+        "aws_object_lock_until": head.get("ObjectLockRetainUntilDate") or parse_time(meta.get(META_RETAIN_UNTIL)),
         "retention_base": None, "storage_class": head.get("StorageClass") or "STANDARD",
-        "cold_version_id": version_id, "cold_etag": head.get("ETag"), "previous_cold_version_ids": [],
+        "aws_version_id": version_id, "aws_etag": head.get("ETag"), "previous_cold_version_ids": [],
         "replication_count": 1, "verified_at": now, "hot_deleted_at": None,
     }

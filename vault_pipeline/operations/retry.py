@@ -30,7 +30,7 @@ RUN_CONFIG = {"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}
 def failed_rows_by_day(conn: Any, source_bucket: str, days: list[dt.date] | None = None) -> dict[dt.date, int]:
     """{day: failed rows}, oldest day first; only the given days when `days` is set."""
     sql = ("SELECT partition_day, count(*) FROM vault_secure.replication_status"
-           " WHERE source_bucket = %s AND status = 'failed'")
+           " WHERE bucket_source = %s AND status = 'failed'")
     params: list[Any] = [source_bucket]
     if days is not None:
         sql += " AND partition_day = ANY(%s)"
@@ -42,12 +42,12 @@ def day_outcome(conn: Any, source_bucket: str, day: dt.date, since: dt.datetime)
     """What became of the day's rows that the retry concerned: still failed (with their errors), or
     replicated since the retry started."""
     still_failed = conn.execute(
-        "SELECT object_key, error_message FROM vault_secure.replication_status"
-        " WHERE source_bucket = %s AND partition_day = %s AND status = 'failed' ORDER BY object_key",
+        "SELECT s3_key, error_message FROM vault_secure.replication_status"
+        " WHERE bucket_source = %s AND partition_day = %s AND status = 'failed' ORDER BY s3_key",
         (source_bucket, day),
     ).fetchall()
     replicated = conn.execute(
-        "SELECT count(*) FROM vault_secure.replication_status WHERE source_bucket = %s AND partition_day = %s"
+        "SELECT count(*) FROM vault_secure.replication_status WHERE bucket_source = %s AND partition_day = %s"
         " AND status = 'replicated' AND replicated_at >= %s",
         (source_bucket, day, since),
     ).fetchone()[0]

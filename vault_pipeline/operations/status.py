@@ -56,7 +56,7 @@ def _iso(moment: dt.datetime | None) -> str | None:
 
 
 def _bucket_filter(source_bucket: str | None) -> tuple[str, list[Any]]:
-    return ("source_bucket = %s", [source_bucket]) if source_bucket else ("TRUE", [])
+    return ("bucket_source = %s", [source_bucket]) if source_bucket else ("TRUE", [])
 
 
 def database_status(conn: Any, source_bucket: str | None, *, period_days: int,
@@ -71,7 +71,7 @@ def database_status(conn: Any, source_bucket: str | None, *, period_days: int,
     last_copy: dt.datetime | None = None
     for row in cur.execute(
         f"SELECT status, COALESCE(document_type, 'unclassified') AS document_type, count(*) AS objects,"
-        f" COALESCE(sum(file_size), 0) AS bytes, max(replicated_at) AS last_copy"
+        f" COALESCE(sum(ovh_size), 0) AS bytes, max(replicated_at) AS last_copy"
         f" FROM vault_secure.replication_status WHERE {where} GROUP BY 1, 2", params,
     ):
         if row["last_copy"] is not None and (last_copy is None or row["last_copy"] > last_copy):
@@ -85,14 +85,14 @@ def database_status(conn: Any, source_bucket: str | None, *, period_days: int,
                for name in ("objects", "bytes")}
 
     oldest = cur.execute(
-        f"SELECT object_key, status, partition_day, source_last_modified, created_at, retry_count"
+        f"SELECT s3_key, status, partition_day, source_last_modified, created_at, retry_count"
         f" FROM vault_secure.replication_status WHERE {where} AND status IN ('pending', 'in_progress')"
         " ORDER BY source_last_modified, id LIMIT 1", params,
     ).fetchone()
     oldest_waiting = None
     if oldest:
         oldest_waiting = {
-            "key": oldest["object_key"], "status": oldest["status"], "day": oldest["partition_day"].isoformat(),
+            "s3_key": oldest["s3_key"], "status": oldest["status"], "day": oldest["partition_day"].isoformat(),
             "uploaded_at": _iso(oldest["source_last_modified"]), "registered_at": _iso(oldest["created_at"]),
             "waiting_seconds": round((now - oldest["source_last_modified"]).total_seconds(), 1),
         }
@@ -118,15 +118,15 @@ def database_status(conn: Any, source_bucket: str | None, *, period_days: int,
         " AND status = 'failed' GROUP BY 1 ORDER BY 1", params,
     ).fetchall()
     failed_examples = cur.execute(
-        f"SELECT object_key, partition_day, retry_count, error_message, updated_at"
+        f"SELECT s3_key, partition_day, retry_count, error_message, failed_at"
         f" FROM vault_secure.replication_status WHERE {where} AND status = 'failed'"
-        " ORDER BY updated_at DESC, id LIMIT %s", [*params, FAILED_ROWS_SHOWN],
+        " ORDER BY failed_at DESC NULLS LAST, id LIMIT %s", [*params, FAILED_ROWS_SHOWN],
     ).fetchall()
     failed_rows = {
         "objects": by_status.get("failed", {}).get("objects", 0),
         "days": {r["partition_day"].isoformat(): r["n"] for r in failed_days},
-        "latest": [{"key": r["object_key"], "day": r["partition_day"].isoformat(), "attempts": r["retry_count"],
-                    "error": r["error_message"], "at": _iso(r["updated_at"])} for r in failed_examples],
+        "latest": [{"s3_key": r["s3_key"], "day": r["partition_day"].isoformat(), "attempts": r["retry_count"],
+                    "error": r["error_message"], "failed_at": _iso(r["failed_at"])} for r in failed_examples],
     }
 
     # The latest verification of every day that has copies. The rolling schedule re-verifies each day

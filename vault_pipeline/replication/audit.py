@@ -92,7 +92,7 @@ class DayAudit:
 
 def required_retain_until(row: dict[str, Any], policy: RetentionPolicy) -> dt.datetime:
     """What the policy demands today: the recorded date, later still if the policy grew for this type."""
-    recorded: dt.datetime = row["retain_until"]
+    recorded: dt.datetime = row["aws_object_lock_until"]
     years_now = policy.years_by_type.get(row["document_type"], policy.years_by_type[policy.default_type])
     extra = years_now - int(row["retention_years"])
     if extra <= 0:
@@ -130,17 +130,17 @@ class Auditor:
         """This run's verifying HEAD of the row's recorded version, if this run verified it."""
         if self.fresh is None or row["status"] != "replicated":
             return None
-        found = self.fresh.get(row["object_key"])
-        if found is None or found[0].version_id != row["cold_version_id"]:
+        found = self.fresh.get(row["s3_key"])
+        if found is None or found[0].version_id != row["aws_version_id"]:
             return None
         return found
 
     # -- one manifest row -------------------------------------------------------------------------
     def _audit_row(self, row: dict[str, Any]) -> ObjectAudit:
         obj = ObjectAudit(
-            key=row["object_key"], day=row["partition_day"], status=row["status"],
-            document_type=row["document_type"], size=int(row["file_size"]), sha256=row["sha256"],
-            cold_version_id=row["cold_version_id"], retain_until=row["retain_until"],
+            key=row["s3_key"], day=row["partition_day"], status=row["status"],
+            document_type=row["document_type"], size=int(row["ovh_size"]), sha256=row["sha256"],
+            cold_version_id=row["aws_version_id"], retain_until=row["aws_object_lock_until"],
         )
         if row["verified_at"] is not None:
             obj.lag_seconds = (row["verified_at"] - row["source_last_modified"]).total_seconds()
@@ -168,20 +168,20 @@ class Auditor:
         current = fresh.as_head() if fresh is not None else head_version(self.cold, self.cold_bucket, obj.key)
         if current is None:
             obj.flag("completeness", "no current cold version (deleted, or a delete marker on top)")
-            recorded = head_version(self.cold, self.cold_bucket, obj.key, row["cold_version_id"])
+            recorded = head_version(self.cold, self.cold_bucket, obj.key, row["aws_version_id"])
             if recorded is None:
-                obj.flag("checksum", f"verified version {row['cold_version_id']} is gone")
+                obj.flag("checksum", f"verified version {row['aws_version_id']} is gone")
             return
         obj.current_version_id = current.get("VersionId")
         meta_sha = (current.get("Metadata") or {}).get(META_SHA256)
         # A version on top of the verified one with the same content must satisfy the policy itself;
         # one with other content is a checksum failure whatever else it carries.
-        if obj.current_version_id != row["cold_version_id"] and meta_sha != row["sha256"]:
+        if obj.current_version_id != row["aws_version_id"] and meta_sha != row["sha256"]:
             obj.flag("checksum", f"current cold version {obj.current_version_id} is not the verified version "
-                                 f"{row['cold_version_id']}: SHA-256 {meta_sha or 'absent'} != {row['sha256']}")
+                                 f"{row['aws_version_id']}: SHA-256 {meta_sha or 'absent'} != {row['sha256']}")
             return
         reported = str(current.get("ChecksumSHA256") or "")
-        if obj.current_version_id == row["cold_version_id"] and reported.partition("-")[0] != str(
+        if obj.current_version_id == row["aws_version_id"] and reported.partition("-")[0] != str(
                 row["cold_checksum"] or "").partition("-")[0]:
             obj.flag("checksum", f"cold checksum {reported or 'absent'} != recorded {row['cold_checksum']}")
         if meta_sha != row["sha256"]:
@@ -241,14 +241,14 @@ class Auditor:
         if row["hot_deleted_at"] is not None:
             obj.hot_state = "deleted"
             return
-        if copied_from_etag is not None and copied_from_etag == row["source_etag"]:
+        if copied_from_etag is not None and copied_from_etag == row["ovh_etag"]:
             obj.hot_state = "same"  # this run read that very version seconds ago to copy it
             return
         head = head_version(self.hot, self.hot_bucket, obj.key)
         if head is None:
             obj.hot_state = "deleted"
         else:
-            obj.hot_state = "same" if strip_etag(head.get("ETag")) == row["source_etag"] else "changed"
+            obj.hot_state = "same" if strip_etag(head.get("ETag")) == row["ovh_etag"] else "changed"
 
     # -- cold objects the manifest does not know --------------------------------------------------
     def _orphans(self, first_day: dt.date, last_day: dt.date) -> list[ObjectAudit]:

@@ -35,6 +35,7 @@ from botocore.exceptions import ClientError
 
 from vault_pipeline.replication.checksums import ExpectedChecksum, b64
 from vault_pipeline.replication.errors import CopyError, wrap
+from vault_pipeline.replication.identity import application_ids
 from vault_pipeline.replication.inventory import strip_etag
 from vault_pipeline.replication.policy import ResolvedRetention, RetentionPolicy
 from vault_pipeline.replication.tracking import ReplicationOutcome
@@ -549,7 +550,9 @@ class ObjectCopier:
             key=source.key, version_id=version_id, size=source.size, sha256_hex=sha_hex, checksum=expected,
             retain_until=retention.retain_until, storage_class=self.options.storage_class,
         ))
-        notes = retention.notes + ((f"lock {verified.lock_repaired} after upload",) if verified.lock_repaired else ())
+        ids = application_ids(source.metadata)
+        notes = retention.notes + ids.notes + (
+            (f"lock {verified.lock_repaired} after upload",) if verified.lock_repaired else ())
         return ReplicationOutcome(
             source_etag=source.etag, source_version_id=source.version_id, file_size=source.size,
             source_last_modified=source.last_modified, sha256=sha_hex, cold_checksum=verified.checksum,
@@ -559,4 +562,5 @@ class ObjectCopier:
             storage_class=verified.storage_class, cold_version_id=verified.version_id, cold_etag=verified.etag,
             adopted=adopted, notes=notes, lock_repaired=verified.lock_repaired,
             evidence=ColdEvidence.from_head(verified.head, tags_sent=None if adopted else self._tags(retention)),
+            document_id=ids.document_id, user_id=ids.user_id,
         )

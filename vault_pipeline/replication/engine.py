@@ -188,22 +188,22 @@ def replicate_days(
         t0 = time.monotonic()
         if row.cold_upload_id or row.reclaimed:  # its previous worker died, maybe mid-upload
             try:
-                aborted = int(bool(row.cold_upload_id) and copier.abort_upload(row.object_key, row.cold_upload_id))
+                aborted = int(bool(row.cold_upload_id) and copier.abort_upload(row.s3_key, row.cold_upload_id))
                 if row.reclaimed:
-                    aborted += copier.abort_uploads_for_key(row.object_key)
+                    aborted += copier.abort_uploads_for_key(row.s3_key)
                 with lock:
                     report.aborted_uploads += aborted
                 store.record_upload_id(row.id, owner, None)
             except CopyError as exc:
-                log.warning("could not abort stale uploads for %r: %s", row.object_key, exc)
+                log.warning("could not abort stale uploads for %r: %s", row.s3_key, exc)
         error: str | None = None
         attempt = 0
         for attempt in range(1, settings.max_attempts + 1):
             try:
                 outcome = copier.replicate(
-                    row.object_key, listed_size=row.file_size,
+                    row.s3_key, listed_size=row.ovh_size,
                     on_upload=lambda upload_id: store.record_upload_id(row.id, owner, upload_id),
-                    first_copy=row.cold_version_id is None,
+                    first_copy=row.aws_version_id is None,
                 )
                 return _Copied(row, outcome, attempt, t0, committer.submit(row, outcome, time.monotonic() - t0))
             except CopyError as exc:
@@ -211,14 +211,14 @@ def replicate_days(
             except Exception as exc:  # DB or programming error: record it, never lose the row silently
                 text, retryable = describe_s3_error(exc)
                 error = f"unexpected error: {text}"
-                log.exception("replication of %r failed unexpectedly", row.object_key)
+                log.exception("replication of %r failed unexpectedly", row.s3_key)
             if not retryable or attempt == settings.max_attempts:
                 break
             sleep(settings.retry_base_seconds * 2 ** (attempt - 1))
         assert error is not None
         store.mark_failed(row, owner, error=error, failed_attempts=attempt, run_id=run_id,
                           source_bucket=source_bucket)
-        return ObjectResult(row.object_key, "failed", row.file_size, attempt, time.monotonic() - t0, error)
+        return ObjectResult(row.s3_key, "failed", row.ovh_size, attempt, time.monotonic() - t0, error)
 
     def recorded(copied: _Copied) -> ObjectResult:
         duration = time.monotonic() - copied.started
@@ -233,11 +233,11 @@ def replicate_days(
                 store.mark_failed(copied.row, owner, error=error, failed_attempts=copied.attempts, run_id=run_id,
                                   source_bucket=source_bucket)
             except Exception:  # the database is gone: the lease expires and a later run adopts the copy
-                log.exception("could not record the failure of %r either", copied.row.object_key)
-            return ObjectResult(copied.row.object_key, "failed", copied.row.file_size, copied.attempts, duration,
+                log.exception("could not record the failure of %r either", copied.row.s3_key)
+            return ObjectResult(copied.row.s3_key, "failed", copied.row.ovh_size, copied.attempts, duration,
                                 error)
         if status == "replicated" and evidence is not None and copied.outcome.evidence is not None:
-            evidence.record(copied.row.object_key, copied.outcome.evidence, copied.outcome.source_etag)
+            evidence.record(copied.row.s3_key, copied.outcome.evidence, copied.outcome.source_etag)
         return _result(copied.row, copied.outcome, status, copied.attempts, duration)
 
     def finish(result: ObjectResult) -> None:
@@ -295,5 +295,5 @@ def _result(row: ClaimedRow, outcome: ReplicationOutcome, status: str, attempts:
         status = "adopted" if outcome.adopted else "replicated"
     elif status == "pending":
         status = "superseded"  # copied fine, but the source changed again meanwhile
-    return ObjectResult(row.object_key, status, outcome.file_size, attempts, duration,
+    return ObjectResult(row.s3_key, status, outcome.file_size, attempts, duration,
                         document_type=outcome.document_type)

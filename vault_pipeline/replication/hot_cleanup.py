@@ -25,9 +25,9 @@ class DeletionReport:
 
 
 def cold_copy_problem(cold: Any, cold_bucket: str, row: dict[str, Any]) -> str | None:
-    head = head_version(cold, cold_bucket, row["object_key"], row["cold_version_id"])
+    head = head_version(cold, cold_bucket, row["s3_key"], row["aws_version_id"])
     if head is None:
-        return f"cold version {row['cold_version_id']} not found"
+        return f"cold version {row['aws_version_id']} not found"
     if (head.get("Metadata") or {}).get(META_SHA256) != row["sha256"]:
         return "cold copy's SHA-256 metadata differs from the manifest"
     if head.get("ObjectLockMode") != "COMPLIANCE":
@@ -51,13 +51,13 @@ def delete_verified_hot_objects(
             return report
         for row in rows:
             seen.add(row["id"])
-            key = row["object_key"]
+            key = row["s3_key"]
             try:
                 problem = cold_copy_problem(cold, cold_bucket, row)
                 hot_head = head_version(hot, hot_bucket, key) if problem is None else None
                 if problem is None and hot_head is None:
                     problem = "already gone from the hot site"
-                elif problem is None and strip_etag(hot_head.get("ETag")) != row["source_etag"]:
+                elif problem is None and strip_etag(hot_head.get("ETag")) != row["ovh_etag"]:
                     problem = "hot object changed since it was copied"
                 if problem:
                     report.kept.append((key, problem))
@@ -68,8 +68,8 @@ def delete_verified_hot_objects(
                 continue
             size = int(hot_head.get("ContentLength", 0))
             store.mark_hot_deleted(row["id"], key, hot_bucket, run_id, {
-                "sha256": row["sha256"], "cold_version_id": row["cold_version_id"], "size": size,
-                "source_etag": row["source_etag"],
+                "sha256": row["sha256"], "cold_version_id": row["aws_version_id"], "size": size,
+                "source_etag": row["ovh_etag"],
             })
             report.deleted.append(key)
             report.deleted_bytes += size

@@ -21,8 +21,9 @@ GB = 1_000_000_000
 # Standard rate (name and metadata), and at least 180 days of storage.
 OVERHEAD_ARCHIVE_BYTES = 32 * 1024
 OVERHEAD_STANDARD_BYTES = 8 * 1024
-COLUMNS = ["key", "day", "classification", "problems", "status", "document_type", "size", "sha256",
-           "cold_version_id", "current_version_id", "retain_until", "lag_seconds", "hot_state"]
+# Columns named as in vault_secure.replication_status where they are the same fact.
+COLUMNS = ["s3_key", "day", "classification", "problems", "status", "document_type", "ovh_size", "sha256",
+           "aws_version_id", "current_version_id", "aws_object_lock_until", "lag_seconds", "hot_state"]
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,12 @@ def md_escape(text: str) -> str:
 
 def audit_frame(audit: DayAudit) -> pd.DataFrame:
     records = [{
-        "key": o.key, "day": o.day.isoformat(), "classification": o.classification,
+        "s3_key": o.key, "day": o.day.isoformat(), "classification": o.classification,
         "problems": "; ".join(f"{aspect}: {text}" for aspect, text in o.problems.items()),
-        "status": o.status, "document_type": o.document_type, "size": o.size, "sha256": o.sha256,
-        "cold_version_id": o.cold_version_id, "current_version_id": o.current_version_id,
-        "retain_until": o.retain_until.isoformat() if o.retain_until else None, "lag_seconds": o.lag_seconds,
+        "status": o.status, "document_type": o.document_type, "ovh_size": o.size, "sha256": o.sha256,
+        "aws_version_id": o.cold_version_id, "current_version_id": o.current_version_id,
+        "aws_object_lock_until": o.retain_until.isoformat() if o.retain_until else None,
+        "lag_seconds": o.lag_seconds,
         "hot_state": o.hot_state,
     } for o in audit.objects]
     return pd.DataFrame.from_records(records, columns=COLUMNS)
@@ -80,7 +82,7 @@ def problems_table(frame: pd.DataFrame, limit: int = 25) -> str:
         return "Every object is ok."
     lines = ["| key | classification | problems |", "|---|---|---|"]
     for _, row in bad.head(limit).iterrows():
-        key, problems = md_escape(str(row["key"])), md_escape(str(row["problems"]))
+        key, problems = md_escape(str(row["s3_key"])), md_escape(str(row["problems"]))
         lines.append(f"| `{key}` | {row['classification']} | {problems} |")
     if len(bad) > limit:
         lines.append(f"| ... {len(bad) - limit} more | | |")

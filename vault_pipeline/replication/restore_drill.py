@@ -216,15 +216,15 @@ class DrillStore:
             INSERT INTO vault_secure.restore_drills
                 (drill_id, run_id, source_bucket, cold_bucket, object_key, cold_version_id, expected_sha256,
                  expected_size, tier, restore_days, state)
-            SELECT %(drill)s, %(run)s, r.source_bucket, r.destination_bucket, r.object_key, r.cold_version_id,
-                   r.sha256, r.file_size, %(tier)s, %(days)s, 'requested'
+            SELECT %(drill)s, %(run)s, r.bucket_source, r.bucket_dest, r.s3_key, r.aws_version_id,
+                   r.sha256, r.ovh_size, %(tier)s, %(days)s, 'requested'
             FROM vault_secure.replication_status r {tablesample}
-            WHERE r.source_bucket = %(src)s AND r.destination_bucket = %(dst)s AND r.status = 'replicated'
-              AND r.cold_version_id IS NOT NULL AND r.sha256 IS NOT NULL
+            WHERE r.bucket_source = %(src)s AND r.bucket_dest = %(dst)s AND r.status = 'replicated'
+              AND r.aws_version_id IS NOT NULL AND r.sha256 IS NOT NULL
               AND NOT EXISTS (
                   SELECT 1 FROM vault_secure.restore_drills d
-                  WHERE d.cold_bucket = r.destination_bucket AND d.object_key = r.object_key
-                    AND d.cold_version_id = r.cold_version_id
+                  WHERE d.cold_bucket = r.bucket_dest AND d.object_key = r.s3_key
+                    AND d.cold_version_id = r.aws_version_id
                     AND (d.requested_at > now() - make_interval(days => %(recent)s)
                          OR d.state IN ('requested', 'restored', 'not_needed')))
             ORDER BY random()

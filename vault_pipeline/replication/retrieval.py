@@ -39,7 +39,8 @@ import urllib3
 from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
 
 from vault_pipeline.journal.chain import canonical_json, entry_hash
-from vault_pipeline.journal.proof import EntryNotFound, entry_at, find_copy_entry
+from vault_pipeline.journal.proof import find_copy_entry
+from vault_pipeline.journal.reader import EntryNotFound, entry_at
 from vault_pipeline.journal.segments import JournalError, SegmentStore
 from vault_pipeline.replication.errors import describe_s3_error
 from vault_pipeline.replication.verify import META_SHA256, head_version, storage_class_of
@@ -212,9 +213,9 @@ class Target:
 
 
 _ROW_SQL = """
-    SELECT object_key, source_bucket, destination_bucket, status, error_message, sha256, file_size,
-           cold_version_id, previous_cold_version_ids
-    FROM vault_secure.replication_status WHERE source_bucket = %s AND object_key = %s
+    SELECT s3_key, bucket_source, bucket_dest, status, error_message, sha256, ovh_size,
+           aws_version_id, previous_cold_version_ids
+    FROM vault_secure.replication_status WHERE bucket_source = %s AND s3_key = %s
 """
 _INDEX_SQL = """
     SELECT seq, entry, fields, segment_key, written_at FROM vault_secure.journal_entries
@@ -223,7 +224,7 @@ _INDEX_SQL = """
 
 
 def _versions(row: Mapping[str, Any], index: list[tuple[Any, ...]]) -> list[str]:
-    known = [*(row["previous_cold_version_ids"] or []), row["cold_version_id"]]
+    known = [*(row["previous_cold_version_ids"] or []), row["aws_version_id"]]
     known += [(entry or fields).get("version_id") for _, entry, fields, _, _ in index]
     seen: list[str] = []
     for version in known:
@@ -247,29 +248,29 @@ def resolve(conn: Any, segments: SegmentStore, *, source_bucket: str, key: str,
         raise RetrievalError(f"{key!r} is not tracked: no row in vault_secure.replication_status for hot bucket "
                              f"{source_bucket} (check the key, its case, spaces and the OVH_S3_BUCKET_DOCUMENTS "
                              "in this environment)")
-    names = ("object_key", "source_bucket", "destination_bucket", "status", "error_message", "sha256", "file_size",
-             "cold_version_id", "previous_cold_version_ids")
+    names = ("s3_key", "bucket_source", "bucket_dest", "status", "error_message", "sha256", "ovh_size",
+             "aws_version_id", "previous_cold_version_ids")
     row = dict(zip(names, row, strict=True))
-    if row["destination_bucket"] != cold_bucket:
-        raise RetrievalError(f"{key!r} was replicated to cold bucket {row['destination_bucket']}, this environment's "
+    if row["bucket_dest"] != cold_bucket:
+        raise RetrievalError(f"{key!r} was replicated to cold bucket {row['bucket_dest']}, this environment's "
                              f"AWS_S3_BUCKET_DOCUMENTS_COLD is {cold_bucket}")
     index = conn.execute(_INDEX_SQL, (cold_bucket, key)).fetchall()
     status = row["status"]
-    replicated = status == "replicated" and row["cold_version_id"]
+    replicated = status == "replicated" and row["aws_version_id"]
     if version_id is None:
         if not replicated:
             why = f"; last error: {row['error_message']}" if row["error_message"] else ""
-            if row["cold_version_id"]:
+            if row["aws_version_id"]:
                 raise RetrievalError(
                     f"{key!r} is {status} (a new hot version is being replicated{why}); its last replicated copy "
-                    f"is version {row['cold_version_id']}: pass --version {row['cold_version_id']} to restore it")
+                    f"is version {row['aws_version_id']}: pass --version {row['aws_version_id']} to restore it")
             raise RetrievalError(f"{key!r} is not replicated yet (status {status}{why}): nothing to restore")
-        version_id = str(row["cold_version_id"])
+        version_id = str(row["aws_version_id"])
     known = _versions(row, index)
     if version_id not in known:
         raise RetrievalError(f"version {version_id!r} of {key!r} is not a known copy (known versions, oldest first: "
                              f"{', '.join(known) or 'none'})")
-    current = bool(replicated) and version_id == row["cold_version_id"]
+    current = bool(replicated) and version_id == row["aws_version_id"]
     notes: list[str] = []
 
     indexed = [(seq, entry, segment, written) for seq, entry, fields, segment, written in index
@@ -319,7 +320,7 @@ def resolve(conn: Any, segments: SegmentStore, *, source_bucket: str, key: str,
                              size=int(entry.get("size", -1)), found_via=found_via)
 
     if current:
-        db_sha, db_size = str(row["sha256"]).strip(), int(row["file_size"])
+        db_sha, db_size = str(row["sha256"]).strip(), int(row["ovh_size"])
         db_source = "vault_secure.replication_status"
     elif db_entry is not None:
         db_sha, db_size = str(db_entry.get("sha256")), int(db_entry.get("size", -1))

@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from vault_pipeline.journal import outbox as journal
 from vault_pipeline.journal.entries import copy_fields, hot_delete_fields, retention_fields
+from vault_pipeline.replication.evidence import EVIDENCE_DETAIL, evidence_record
 from vault_pipeline.replication.inventory import ListedObject
 from vault_pipeline.replication.verify import ColdEvidence
 
@@ -40,38 +41,38 @@ MIGRATION_LOCK_ID = 0x7661756C74  # "vault": advisory lock serialising concurren
 _DIFF_SQL = """
     WITH listed AS MATERIALIZED (
         SELECT * FROM unnest(%(keys)b::text[], %(etags)b::text[]) WITH ORDINALITY
-            AS listed (object_key, source_etag, ordinal)
+            AS listed (s3_key, ovh_etag, ordinal)
     ), nearby AS MATERIALIZED (
-        SELECT known.object_key, known.source_etag FROM vault_secure.replication_status AS known
-        WHERE known.source_bucket = %(src)s
-          AND known.object_key BETWEEN (SELECT min(object_key) FROM listed) AND (SELECT max(object_key) FROM listed)
+        SELECT known.s3_key, known.ovh_etag FROM vault_secure.replication_status AS known
+        WHERE known.bucket_source = %(src)s
+          AND known.s3_key BETWEEN (SELECT min(s3_key) FROM listed) AND (SELECT max(s3_key) FROM listed)
         LIMIT %(cap)s
     )
-    SELECT listed.ordinal FROM listed LEFT JOIN nearby ON nearby.object_key = listed.object_key
-    WHERE (SELECT count(*) FROM nearby) < %(cap)s AND nearby.source_etag IS DISTINCT FROM listed.source_etag
+    SELECT listed.ordinal FROM listed LEFT JOIN nearby ON nearby.s3_key = listed.s3_key
+    WHERE (SELECT count(*) FROM nearby) < %(cap)s AND nearby.ovh_etag IS DISTINCT FROM listed.ovh_etag
     UNION ALL
     SELECT listed.ordinal FROM listed LEFT JOIN LATERAL (
-        SELECT known.source_etag FROM vault_secure.replication_status AS known
-        WHERE known.source_bucket = %(src)s AND known.object_key = listed.object_key
+        SELECT known.ovh_etag FROM vault_secure.replication_status AS known
+        WHERE known.bucket_source = %(src)s AND known.s3_key = listed.s3_key
         LIMIT 1
     ) AS stored ON true
-    WHERE (SELECT count(*) FROM nearby) >= %(cap)s AND stored.source_etag IS DISTINCT FROM listed.source_etag
+    WHERE (SELECT count(*) FROM nearby) >= %(cap)s AND stored.ovh_etag IS DISTINCT FROM listed.ovh_etag
 """
 # The ON CONFLICT clause decides on each row's latest version, so a row written since the diff read it is
 # handled as before. Rows in key order: concurrent registrations lock them in the same order.
 # partition_day is the UTC day of LastModified, as ListedObject.partition_day.
 _UPSERT_SQL = """
     INSERT INTO vault_secure.replication_status AS r
-        (object_key, source_bucket, destination_bucket, source_etag, file_size,
+        (s3_key, bucket_source, bucket_dest, ovh_etag, ovh_size,
          source_last_modified, partition_day, status)
-    SELECT object_key, %(src)s, %(dst)s, source_etag, file_size, source_last_modified,
+    SELECT s3_key, %(src)s, %(dst)s, ovh_etag, ovh_size, source_last_modified,
            (source_last_modified AT TIME ZONE 'UTC')::date, 'pending'
     FROM unnest(%(keys)b::text[], %(etags)b::text[], %(sizes)b::bigint[], %(modified)b::timestamptz[])
-        AS listed (object_key, source_etag, file_size, source_last_modified)
-    ORDER BY object_key
-    ON CONFLICT (source_bucket, object_key) DO UPDATE SET
-        source_etag = EXCLUDED.source_etag,
-        file_size = EXCLUDED.file_size,
+        AS listed (s3_key, ovh_etag, ovh_size, source_last_modified)
+    ORDER BY s3_key
+    ON CONFLICT (bucket_source, s3_key) DO UPDATE SET
+        ovh_etag = EXCLUDED.ovh_etag,
+        ovh_size = EXCLUDED.ovh_size,
         source_last_modified = EXCLUDED.source_last_modified,
         partition_day = EXCLUDED.partition_day,
         status = CASE WHEN r.status = 'in_progress' THEN r.status ELSE 'pending' END,
@@ -79,7 +80,7 @@ _UPSERT_SQL = """
         error_message = NULL,
         hot_deleted_at = NULL,
         updated_at = now()
-    WHERE r.source_etag IS DISTINCT FROM EXCLUDED.source_etag
+    WHERE r.ovh_etag IS DISTINCT FROM EXCLUDED.ovh_etag
     RETURNING partition_day, (xmax = 0) AS inserted
 """
 
@@ -100,15 +101,17 @@ def redact_dsn(dsn: str) -> str:
 
 @dataclass(frozen=True)
 class ClaimedRow:
+    """A claimed replication_status row; fields are named after its columns."""
+
     id: int
-    object_key: str
-    source_etag: str
-    file_size: int
+    s3_key: str
+    ovh_etag: str
+    ovh_size: int
     source_last_modified: dt.datetime
     partition_day: dt.date
     retry_count: int
     cold_upload_id: str | None
-    cold_version_id: str | None
+    aws_version_id: str | None
     reclaimed: bool = False  # its previous worker died holding it (lease expired)
 
 
@@ -135,8 +138,12 @@ class ReplicationOutcome:
     adopted: bool = False  # an existing verified cold version was recognised instead of copied again
     notes: tuple[str, ...] = field(default_factory=tuple)
     lock_repaired: str | None = None  # "set"/"extended": verification itself wrote the lock (PutObjectRetention)
-    # What the verifying HEAD showed, for this run's audit (not stored: the row holds what matters).
+    # What the verifying HEAD showed, for this run's audit: kept in the REPLICATION_SUCCESS audit log
+    # (evidence.py), not in the row.
     evidence: ColdEvidence | None = field(default=None, compare=False, repr=False)
+    # The application's identifiers from the hot object's metadata (valid UUIDs only, else None and a note).
+    document_id: str | None = None
+    user_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -173,13 +180,18 @@ class TrackingStore:
         self.close()
 
     # -- schema -------------------------------------------------------------------------------
-    def migrate(self) -> list[str]:
-        """Apply the packaged SQL migrations not yet applied; safe to call from many processes."""
+    def migrate(self, *, through: str | None = None) -> list[str]:
+        """Apply the packaged SQL migrations not yet applied, in order, up to and including `through`
+        (a file name such as "007_restore_audit.sql"; all by default); safe to call from many processes."""
         applied_now: list[str] = []
         scripts = sorted(
             (p for p in resources.files("vault_pipeline").joinpath("sql").iterdir() if p.name.endswith(".sql")),
             key=lambda p: p.name,
         )
+        if through is not None:
+            if through not in {p.name for p in scripts}:
+                raise ValueError(f"no migration named {through!r}")
+            scripts = [p for p in scripts if p.name <= through]
         with self.pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
             conn.execute("CREATE SCHEMA IF NOT EXISTS vault_secure")
@@ -252,7 +264,7 @@ class TrackingStore:
                 """
                 WITH candidates AS (
                     SELECT id, status AS previous_status FROM vault_secure.replication_status
-                    WHERE source_bucket = %(src)s AND partition_day BETWEEN %(d0)s AND %(d1)s
+                    WHERE bucket_source = %(src)s AND partition_day BETWEEN %(d0)s AND %(d1)s
                       AND (status IN ('pending', 'failed')
                            OR (status = 'in_progress' AND lease_expires_at < now()))
                       AND (last_attempt_at IS NULL OR last_attempt_at < %(since)s)
@@ -266,8 +278,8 @@ class TrackingStore:
                     last_attempt_at = clock_timestamp(), updated_at = now()
                 FROM candidates c
                 WHERE r.id = c.id
-                RETURNING r.id, r.object_key, r.source_etag, r.file_size, r.source_last_modified,
-                          r.partition_day, r.retry_count, r.cold_upload_id, r.cold_version_id,
+                RETURNING r.id, r.s3_key, r.ovh_etag, r.ovh_size, r.source_last_modified,
+                          r.partition_day, r.retry_count, r.cold_upload_id, r.aws_version_id,
                           c.previous_status = 'in_progress'
                 """,
                 {"owner": owner, "lease": lease_seconds, "src": source_bucket, "d0": first_day,
@@ -320,8 +332,8 @@ class TrackingStore:
         each, in order, as mark_replicated. One commit for many copies is what makes small objects fast."""
         with self.pool.connection() as conn, conn.transaction():
             current = {r[0]: r[1:] for r in conn.execute(
-                "SELECT id, lease_owner, status, source_etag, cold_version_id, previous_cold_version_ids,"
-                " source_bucket FROM vault_secure.replication_status WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+                "SELECT id, lease_owner, status, ovh_etag, aws_version_id, previous_cold_version_ids,"
+                " bucket_source FROM vault_secure.replication_status WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
                 ([row.id for row, _, _ in copies],),
             )}
             statuses: list[str] = []
@@ -336,7 +348,7 @@ class TrackingStore:
                 if old_version and old_version != outcome.cold_version_id and old_version not in previous:
                     previous.append(old_version)
                 # The listing may have seen newer content while we copied: keep the row pending for it.
-                source_moved = listed_etag not in (row.source_etag, outcome.source_etag)
+                source_moved = listed_etag not in (row.ovh_etag, outcome.source_etag)
                 statuses.append("pending" if source_moved else "replicated")
                 updates.append(_replicated_params(row, outcome, statuses[-1], source_moved, previous))
             written: dict[int, dict[str, Any]] = {}
@@ -353,7 +365,7 @@ class TrackingStore:
                     continue
                 done = written[row.id]
                 # The journal entry commits with the row: a verified copy is journaled exactly once.
-                copied = {**done, "source_etag": outcome.source_etag, "file_size": outcome.file_size,
+                copied = {**done, "ovh_etag": outcome.source_etag, "ovh_size": outcome.file_size,
                           "source_last_modified": outcome.source_last_modified}
                 if outcome.lock_repaired:
                     entries.append(retention_fields(copied, run_id=run_id, how=outcome.lock_repaired))
@@ -362,7 +374,9 @@ class TrackingStore:
                            if f.name != "evidence"}
                 details["duration_s"] = round(duration_s, 3)
                 details["status_after"] = status
-                audits.append((row.object_key, done["source_bucket"], json.dumps(details)))
+                if outcome.evidence is not None and status == "replicated":  # for this run's checks
+                    details[EVIDENCE_DETAIL] = evidence_record(outcome.evidence, outcome.source_etag)
+                audits.append((row.s3_key, done["bucket_source"], json.dumps(details)))
             journal.enqueue_many(conn, entries)
             if audits:
                 conn.execute(
@@ -381,13 +395,13 @@ class TrackingStore:
             cur = conn.execute(
                 """
                 UPDATE vault_secure.replication_status SET
-                    status = 'failed', error_message = %s, retry_count = retry_count + %s,
+                    status = 'failed', error_message = %s, retry_count = retry_count + %s, failed_at = now(),
                     lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
                 WHERE id = %s AND lease_owner = %s AND status = 'in_progress'
                 """,
                 (error[:4000], failed_attempts, row.id, owner),
             )
-            self._audit(conn, "REPLICATION_FAILURE", row.object_key, run_id,
+            self._audit(conn, "REPLICATION_FAILURE", row.s3_key, run_id,
                         {"error": error[:4000], "failed_attempts": failed_attempts}, bucket=source_bucket)
             return cur.rowcount == 1
 
@@ -419,9 +433,9 @@ class TrackingStore:
         with self.pool.connection() as conn:
             return conn.cursor(row_factory=dict_row).execute(
                 """
-                SELECT id, object_key, source_etag, sha256, cold_version_id
+                SELECT id, s3_key, ovh_etag, sha256, aws_version_id
                 FROM vault_secure.replication_status
-                WHERE source_bucket = %s AND partition_day BETWEEN %s AND %s AND status = 'replicated'
+                WHERE bucket_source = %s AND partition_day BETWEEN %s AND %s AND status = 'replicated'
                   AND verified_at IS NOT NULL AND hot_deleted_at IS NULL
                 ORDER BY id LIMIT %s
                 """,
@@ -444,13 +458,13 @@ class TrackingStore:
     def status_counts(
         self, *, source_bucket: str, first_day: dt.date | None = None, last_day: dt.date | None = None
     ) -> dict[str, dict[str, int]]:
-        where, params = "source_bucket = %s", [source_bucket]
+        where, params = "bucket_source = %s", [source_bucket]
         if first_day is not None and last_day is not None:
             where += " AND partition_day BETWEEN %s AND %s"
             params += [first_day, last_day]
         with self.pool.connection() as conn:
             rows = conn.execute(
-                f"SELECT status, count(*), COALESCE(sum(file_size), 0) FROM vault_secure.replication_status"
+                f"SELECT status, count(*), COALESCE(sum(ovh_size), 0) FROM vault_secure.replication_status"
                 f" WHERE {where} GROUP BY status",
                 params,
             ).fetchall()
@@ -463,7 +477,7 @@ class TrackingStore:
                 """
                 SELECT partition_day, count(*), max(updated_at)
                 FROM vault_secure.replication_status
-                WHERE source_bucket = %s
+                WHERE bucket_source = %s
                   AND (status = 'pending' OR (status = 'in_progress' AND lease_expires_at < now()))
                 GROUP BY partition_day ORDER BY partition_day
                 """,
@@ -473,7 +487,7 @@ class TrackingStore:
     def pending_count(self, source_bucket: str) -> int:
         with self.pool.connection() as conn:
             return int(conn.execute(
-                "SELECT count(*) FROM vault_secure.replication_status WHERE source_bucket = %s"
+                "SELECT count(*) FROM vault_secure.replication_status WHERE bucket_source = %s"
                 " AND status IN ('pending', 'in_progress')",
                 (source_bucket,),
             ).fetchone()[0])
@@ -482,17 +496,17 @@ class TrackingStore:
                  limit: int = 50) -> list[dict[str, Any]]:
         with self.pool.connection() as conn:
             return conn.cursor(row_factory=dict_row).execute(
-                "SELECT object_key, retry_count, error_message, updated_at FROM vault_secure.replication_status"
-                " WHERE source_bucket = %s AND partition_day BETWEEN %s AND %s AND status = 'failed'"
-                " ORDER BY object_key LIMIT %s",
+                "SELECT s3_key, retry_count, error_message, updated_at FROM vault_secure.replication_status"
+                " WHERE bucket_source = %s AND partition_day BETWEEN %s AND %s AND status = 'failed'"
+                " ORDER BY s3_key LIMIT %s",
                 (source_bucket, first_day, last_day, limit),
             ).fetchall()
 
     def rows_for_days(self, source_bucket: str, first_day: dt.date, last_day: dt.date) -> list[dict[str, Any]]:
         with self.pool.connection() as conn:
             return conn.cursor(row_factory=dict_row).execute(
-                "SELECT * FROM vault_secure.replication_status WHERE source_bucket = %s"
-                " AND partition_day BETWEEN %s AND %s ORDER BY object_key",
+                "SELECT * FROM vault_secure.replication_status WHERE bucket_source = %s"
+                " AND partition_day BETWEEN %s AND %s ORDER BY s3_key",
                 (source_bucket, first_day, last_day),
             ).fetchall()
 
@@ -512,7 +526,7 @@ class TrackingStore:
                 """
                 SELECT d.partition_day, max(v.verified_at) AS last
                 FROM (SELECT DISTINCT partition_day FROM vault_secure.replication_status
-                      WHERE source_bucket = %s) d
+                      WHERE bucket_source = %s) d
                 LEFT JOIN vault_secure.verification_reports v ON v.partition_day = d.partition_day
                 GROUP BY d.partition_day ORDER BY last NULLS FIRST, d.partition_day
                 """,
@@ -522,8 +536,8 @@ class TrackingStore:
     def cold_totals(self, source_bucket: str) -> tuple[int, int]:
         with self.pool.connection() as conn:
             n, total = conn.execute(
-                "SELECT count(*), COALESCE(sum(file_size), 0) FROM vault_secure.replication_status"
-                " WHERE source_bucket = %s AND status = 'replicated'",
+                "SELECT count(*), COALESCE(sum(ovh_size), 0) FROM vault_secure.replication_status"
+                " WHERE bucket_source = %s AND status = 'replicated'",
                 (source_bucket,),
             ).fetchone()
         return int(n), int(total)
@@ -532,7 +546,7 @@ class TrackingStore:
         """Every key the manifest has for a cold bucket (the orphan sweep's reference)."""
         with self.pool.connection() as conn:
             return {r[0] for r in conn.execute(
-                "SELECT object_key FROM vault_secure.replication_status WHERE destination_bucket = %s",
+                "SELECT s3_key FROM vault_secure.replication_status WHERE bucket_dest = %s",
                 (destination_bucket,),
             )}
 
@@ -541,12 +555,12 @@ class TrackingStore:
         with self.pool.connection() as conn:
             if keys is None:
                 return conn.cursor(row_factory=dict_row).execute(
-                    "SELECT * FROM vault_secure.replication_status WHERE source_bucket = %s ORDER BY object_key",
+                    "SELECT * FROM vault_secure.replication_status WHERE bucket_source = %s ORDER BY s3_key",
                     (source_bucket,),
                 ).fetchall()
             return conn.cursor(row_factory=dict_row).execute(
-                "SELECT * FROM vault_secure.replication_status WHERE source_bucket = %s"
-                " AND object_key = ANY(%s) ORDER BY object_key",
+                "SELECT * FROM vault_secure.replication_status WHERE bucket_source = %s"
+                " AND s3_key = ANY(%s) ORDER BY s3_key",
                 (source_bucket, list(keys)),
             ).fetchall()
 
@@ -562,28 +576,31 @@ def _jsonable(value: Any) -> Any:
 # One statement for a whole group of copies: each column travels as an array (unnest), instead of one
 # UPDATE per copy, whose per-statement cost dominated recording small documents.
 _MARK_REPLICATED_ARRAYS = ("id", "status", "moved", "etag", "sver", "size", "lm", "day", "sha", "ck", "ckt", "ps",
-                           "dt", "sdt", "years", "until", "base", "sc", "ver", "cetag", "adopted")
+                           "dt", "sdt", "years", "until", "base", "sc", "ver", "cetag", "adopted", "docid", "userid")
 _MARK_REPLICATED_SQL = """
     UPDATE vault_secure.replication_status AS r SET
-        status = u.status, source_etag = CASE WHEN u.moved THEN r.source_etag ELSE u.etag END,
-        source_version_id = u.sver, file_size = CASE WHEN u.moved THEN r.file_size ELSE u.size END,
+        status = u.status, ovh_etag = CASE WHEN u.moved THEN r.ovh_etag ELSE u.etag END,
+        source_version_id = u.sver, ovh_size = CASE WHEN u.moved THEN r.ovh_size ELSE u.size END,
         source_last_modified = CASE WHEN u.moved THEN r.source_last_modified ELSE u.lm END,
         partition_day = CASE WHEN u.moved THEN r.partition_day ELSE u.day END,
         sha256 = u.sha, cold_checksum = u.ck, cold_checksum_type = u.ckt, part_size = u.ps,
         document_type = u.dt, source_document_type = u.sdt, retention_years = u.years,
-        retain_until = u.until, retention_base = u.base, storage_class = u.sc,
-        cold_version_id = u.ver, cold_etag = u.cetag, cold_upload_id = NULL,
+        aws_object_lock_until = u.until, retention_base = u.base, storage_class = u.sc,
+        aws_version_id = u.ver, aws_etag = u.cetag, cold_upload_id = NULL,
         previous_cold_version_ids = ARRAY(SELECT jsonb_array_elements_text(u.prev::jsonb)),
         replication_count = r.replication_count + CASE WHEN u.adopted THEN 0 ELSE 1 END,
+        document_id = u.docid::uuid, user_id = u.userid::uuid,
+        -- failed_at stays until the row is replicated (a row left pending for newer content keeps it)
+        failed_at = CASE WHEN u.status = 'replicated' THEN NULL ELSE r.failed_at END,
         error_message = NULL, replicated_at = now(), verified_at = now(),
         lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), journaled = true
     FROM unnest(%(id)s::bigint[], %(status)s::text[], %(moved)s::boolean[], %(etag)s::text[], %(sver)s::text[],
                 %(size)s::bigint[], %(lm)s::timestamptz[], %(day)s::date[], %(sha)s::text[], %(ck)s::text[],
                 %(ckt)s::text[], %(ps)s::bigint[], %(dt)s::text[], %(sdt)s::text[], %(years)s::integer[],
                 %(until)s::timestamptz[], %(base)s::text[], %(sc)s::text[], %(ver)s::text[], %(cetag)s::text[],
-                %(adopted)s::boolean[], %(prev)s::text[])
+                %(adopted)s::boolean[], %(prev)s::text[], %(docid)s::text[], %(userid)s::text[])
         AS u (id, status, moved, etag, sver, size, lm, day, sha, ck, ckt, ps, dt, sdt, years, until, base, sc, ver,
-              cetag, adopted, prev)
+              cetag, adopted, prev, docid, userid)
     WHERE r.id = u.id
     RETURNING r.*
 """
@@ -598,4 +615,5 @@ def _replicated_params(row: ClaimedRow, outcome: ReplicationOutcome, status: str
             "dt": outcome.document_type, "sdt": outcome.source_document_type,
             "years": outcome.retention_years, "until": outcome.retain_until, "base": outcome.retention_base,
             "sc": outcome.storage_class, "ver": outcome.cold_version_id, "cetag": outcome.cold_etag,
-            "prev": previous, "adopted": outcome.adopted, "id": row.id}
+            "prev": previous, "adopted": outcome.adopted, "id": row.id, "docid": outcome.document_id,
+            "userid": outcome.user_id}

@@ -251,7 +251,7 @@ def run_failure_alert(
         try:
             rows = tracking_db.store().failures(source_bucket=hot_site.bucket, first_day=first, last_day=last,
                                                 limit=20)
-            failing = tuple(r["object_key"] for r in rows)
+            failing = tuple(r["s3_key"] for r in rows)
         except Exception as exc:  # the manifest may be what failed; the alert goes out without the keys
             context.log.warning(f"failed objects of {label} unavailable: {type(exc).__name__}")
     details: dict[str, Any] = {"failed_steps": failed_steps, "error": message[:MAX_ERROR_CHARS]}

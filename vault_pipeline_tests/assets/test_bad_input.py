@@ -43,19 +43,19 @@ def test_odd_keys_and_metadata_are_all_replicated(loaded: Vault) -> None:
     vault = loaded
     runs = vault.sensor_and_runs()
     assert runs and all(r.success for r in runs)
-    rows = {r["object_key"]: r for r in vault.store.rows(vault.hot_bucket)}
+    rows = {r["s3_key"]: r for r in vault.store.rows(vault.hot_bucket)}
     assert set(rows) == set(CASES)
     for key, (metadata, document_type, years) in CASES.items():
         row = rows[key]
         assert row["status"] == "replicated", (key, row["error_message"])
         assert (row["document_type"], row["retention_years"]) == (document_type, years), key
-        head = vault.cold.head_object(Bucket=vault.cold_bucket, Key=key, VersionId=row["cold_version_id"])
+        head = vault.cold.head_object(Bucket=vault.cold_bucket, Key=key, VersionId=row["aws_version_id"])
         assert head["ObjectLockMode"] == "COMPLIANCE"
-        assert head["ContentLength"] == row["file_size"]
+        assert head["ContentLength"] == row["ovh_size"]
         assert head["Metadata"]["vault-sha256"] == row["sha256"]
         for name, value in metadata.items():  # source metadata travels unchanged
             assert head["Metadata"][name] == value, (key, name)
-    assert rows["empty/zero-bytes.pdf"]["file_size"] == 0
+    assert rows["empty/zero-bytes.pdf"]["ovh_size"] == 0
     assert rows["empty/zero-bytes.pdf"]["sha256"] == hashlib.sha256(b"").hexdigest()
     assert rows["meta/bad-date.pdf"]["retention_base"] == "last-modified"
     assert rows["meta/tag-hostile.pdf"]["source_document_type"] == "pay<slip>&x=1#%"
@@ -69,4 +69,4 @@ def test_folder_markers_are_not_documents(vault: Vault) -> None:
     vault.put("folder/real.pdf", b"content")
     runs = vault.sensor_and_runs()
     assert all(r.success for r in runs)
-    assert [r["object_key"] for r in vault.store.rows(vault.hot_bucket)] == ["folder/real.pdf"]
+    assert [r["s3_key"] for r in vault.store.rows(vault.hot_bucket)] == ["folder/real.pdf"]

@@ -61,8 +61,8 @@ def test_sigkill_mid_run_then_rerun_replicates_everything_exactly_once(vault: Va
     rows = vault.store.rows(vault.hot_bucket)
     assert len(rows) == 206 and {r["status"] for r in rows} == {"replicated"}
     for row in rows:
-        versions = vault.cold_versions(row["object_key"])
-        assert [v["VersionId"] for v in versions] == [row["cold_version_id"]], row["object_key"]
+        versions = vault.cold_versions(row["s3_key"])
+        assert [v["VersionId"] for v in versions] == [row["aws_version_id"]], row["s3_key"]
     assert vault.open_uploads() == []
     metadata = rerun.asset_materializations_for_node("cold_copies")[0].metadata
     assert metadata["stale_uploads_aborted"].value >= 1
@@ -94,6 +94,6 @@ def test_memory_stays_bounded_for_a_1_gib_object(vault: Vault) -> None:
           f"during the run (+{growth:.0f} MiB)")
     assert growth < 160, f"peak RSS grew by {growth:.0f} MiB while copying a 1 GiB object"
     row = vault.row("huge.bin")
-    assert row["status"] == "replicated" and row["file_size"] == size
-    head = vault.cold.head_object(Bucket=vault.cold_bucket, Key="huge.bin", VersionId=row["cold_version_id"])
+    assert row["status"] == "replicated" and row["ovh_size"] == size
+    head = vault.cold.head_object(Bucket=vault.cold_bucket, Key="huge.bin", VersionId=row["aws_version_id"])
     assert head["ContentLength"] == size and head["ObjectLockMode"] == "COMPLIANCE"

@@ -35,7 +35,7 @@ def test_specification_scenario_payslip(vault: Vault) -> None:
 
     row = vault.row("test.pdf")
     assert row["status"] == "replicated"
-    head = lock_of(vault, "test.pdf", row["cold_version_id"])
+    head = lock_of(vault, "test.pdf", row["aws_version_id"])
     expected_until = retain_until(hot_head["LastModified"].astimezone(dt.UTC).date(), 50)
     assert head["ObjectLockMode"] == "COMPLIANCE"
     assert head["ObjectLockRetainUntilDate"] == expected_until
@@ -58,12 +58,12 @@ def test_specification_scenario_payslip(vault: Vault) -> None:
     # Every column of the row is filled.
     assert row["sha256"] == hashlib.sha256(body).hexdigest()
     assert row["document_type"] == "payslip" and row["retention_years"] == 50
-    assert row["retain_until"] == expected_until
+    assert row["aws_object_lock_until"] == expected_until
     assert row["storage_class"] == "DEEP_ARCHIVE"
-    assert row["file_size"] == len(body)
-    assert row["source_etag"] == put["ETag"].strip('"')
-    for column in ("cold_version_id", "cold_etag", "cold_checksum", "replicated_at", "verified_at",
-                   "destination_bucket", "partition_day"):
+    assert row["ovh_size"] == len(body)
+    assert row["ovh_etag"] == put["ETag"].strip('"')
+    for column in ("aws_version_id", "aws_etag", "cold_checksum", "replicated_at", "verified_at",
+                   "bucket_dest", "partition_day"):
         assert row[column], column
     assert row["lease_owner"] is None and row["cold_upload_id"] is None and row["error_message"] is None
     events = sql(vault.dsn, "SELECT event_type, metadata->>'sha256' FROM vault_secure.audit_logs WHERE object_key=%s",
@@ -90,7 +90,7 @@ def test_multipart_object_is_streamed_with_composite_checksum(vault: Vault) -> N
     assert row["part_size"] == 5 * MiB and row["cold_checksum_type"] == "COMPOSITE"
     digests = [hashlib.sha256(body[i:i + 5 * MiB]).digest() for i in range(0, len(body), 5 * MiB)]
     composite = base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode()
-    head = lock_of(vault, "big/scan.pdf", row["cold_version_id"])
+    head = lock_of(vault, "big/scan.pdf", row["aws_version_id"])
     assert head["ChecksumSHA256"].split("-")[0] == composite
     assert head["ObjectLockMode"] == "COMPLIANCE" and row["retention_years"] == 10
     assert head["ContentLength"] == len(body)
@@ -106,13 +106,13 @@ def test_changed_source_is_copied_again_as_a_new_locked_version(vault: Vault) ->
     assert runs and all(r.success for r in runs)
     second = vault.row("doc.pdf")
     assert second["status"] == "replicated"
-    assert second["cold_version_id"] != first["cold_version_id"]
-    assert second["previous_cold_version_ids"] == [first["cold_version_id"]]
+    assert second["aws_version_id"] != first["aws_version_id"]
+    assert second["previous_cold_version_ids"] == [first["aws_version_id"]]
     assert second["replication_count"] == 2
     assert second["sha256"] == hashlib.sha256(b"second version, longer").hexdigest()
     versions = {v["VersionId"] for v in vault.cold_versions("doc.pdf")}
-    assert versions == {first["cold_version_id"], second["cold_version_id"]}
-    old = lock_of(vault, "doc.pdf", first["cold_version_id"])  # the old version stays locked
+    assert versions == {first["aws_version_id"], second["aws_version_id"]}
+    old = lock_of(vault, "doc.pdf", first["aws_version_id"])  # the old version stays locked
     assert old["ObjectLockMode"] == "COMPLIANCE" and old["Metadata"]["vault-sha256"] == first["sha256"]
 
 

@@ -56,12 +56,12 @@ def test_evidence_goes_through_the_audit_rules(vault: Vault) -> None:
     first_day, last_day = day_range_of_today()
     honest = RunEvidence()
     for row in vault.store.rows(vault.hot_bucket):
-        head = vault.cold.head_object(Bucket=vault.cold_bucket, Key=row["object_key"],
-                                      VersionId=row["cold_version_id"], ChecksumMode="ENABLED")
+        head = vault.cold.head_object(Bucket=vault.cold_bucket, Key=row["s3_key"],
+                                      VersionId=row["aws_version_id"], ChecksumMode="ENABLED")
         from vault_pipeline.replication.verify import ColdEvidence
 
         evidence = ColdEvidence.from_head(head, {"DocumentType": "payslip", "RetentionYears": "50"})
-        honest.record(row["object_key"], evidence, row["source_etag"])
+        honest.record(row["s3_key"], evidence, row["ovh_etag"])
     audit = auditor(vault, honest).audit(first_day, last_day)
     assert audit.judged_from_verification == 4, audit
     assert [(o.key, o.problems) for o in audit.objects if o.classification != "ok"] == []

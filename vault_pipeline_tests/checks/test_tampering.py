@@ -34,11 +34,11 @@ def run_report(vault: Vault) -> Any:
 def same_content_version(vault: Vault, key: str, **overrides: Any) -> str:
     """A new cold version with the verified bytes and metadata, differing only by `overrides`."""
     row = vault.row(key)
-    head = vault.cold.head_object(Bucket=vault.cold_bucket, Key=key, VersionId=row["cold_version_id"])
+    head = vault.cold.head_object(Bucket=vault.cold_bucket, Key=key, VersionId=row["aws_version_id"])
     body = vault.hot.get_object(Bucket=vault.hot_bucket, Key=key)["Body"].read()
     args = {"Bucket": vault.cold_bucket, "Key": key, "Body": body, "Metadata": head["Metadata"],
             "StorageClass": "DEEP_ARCHIVE", "ChecksumAlgorithm": "SHA256", "ObjectLockMode": "COMPLIANCE",
-            "ObjectLockRetainUntilDate": row["retain_until"],
+            "ObjectLockRetainUntilDate": row["aws_object_lock_until"],
             "Tagging": f"DocumentType={row['document_type']}&RetentionYears={row['retention_years']}"}
     args.update(overrides)
     return vault.cold.put_object(**args)["VersionId"]
@@ -71,7 +71,7 @@ def tamper(vault: Vault, prefix: str, *, tags: bool) -> Callable[[], None]:
         # Remove what was added, extend the short lock, write the right class on top, restore the tags.
         cold.delete_object(Bucket=bucket, Key=f"{prefix}bytes.pdf", VersionId=evil["VersionId"])
         cold.delete_object(Bucket=bucket, Key=f"{prefix}marker.pdf", VersionId=marker["VersionId"])
-        required = vault.row(f"{prefix}short.pdf")["retain_until"]
+        required = vault.row(f"{prefix}short.pdf")["aws_object_lock_until"]
         cold.put_object_retention(Bucket=bucket, Key=f"{prefix}short.pdf", VersionId=short, ChecksumAlgorithm="SHA256",
                                   Retention={"Mode": "COMPLIANCE", "RetainUntilDate": required})
         same_content_version(vault, f"{prefix}class.pdf")

@@ -84,7 +84,7 @@ def test_restore_verifies_and_writes_the_document(vault: Vault, tmp_path: Path, 
     row = vault.row(big)
     if vault.flavour == "moto":  # the premise: Deep Archive bytes are not readable as they are
         with pytest.raises(ClientError, match="InvalidObjectState"):
-            vault.cold.get_object(Bucket=vault.cold_bucket, Key=big, VersionId=row["cold_version_id"])
+            vault.cold.get_object(Bucket=vault.cold_bucket, Key=big, VersionId=row["aws_version_id"])
 
     target = tmp_path / "scan.pdf"
     result = restore(vault, big, "--to", str(target), "--json", "--poll-seconds", "0.2", "--timeout", "60")
@@ -95,7 +95,7 @@ def test_restore_verifies_and_writes_the_document(vault: Vault, tmp_path: Path, 
     out = json.loads(result.stdout)
     sha = hashlib.sha256(documents[big]).hexdigest()
     assert (out["state"], out["verified"], out["sha256"], out["size"]) == ("restored", True, sha, len(documents[big]))
-    assert out["version_id"] == row["cold_version_id"] and out["current_version"] is True
+    assert out["version_id"] == row["aws_version_id"] and out["current_version"] is True
     assert out["expected"]["tracking_db"]["sha256"] == out["expected"]["journal"]["sha256"] == sha
     assert out["expected"]["journal"]["found_via"] == "index" and out["expected"]["journal"]["seq"] >= 1
     assert out["expected"]["object_metadata"]["vault-sha256"] == sha
@@ -104,7 +104,7 @@ def test_restore_verifies_and_writes_the_document(vault: Vault, tmp_path: Path, 
                   " 'DOCUMENT_RESTORED' AND object_key = %s AND source_bucket = %s", (big, vault.hot_bucket))
     assert len(custody) == 1, custody
     actor, recorded = custody[0]
-    assert actor and recorded["sha256"] == sha and recorded["version_id"] == row["cold_version_id"]
+    assert actor and recorded["sha256"] == sha and recorded["version_id"] == row["aws_version_id"]
     assert recorded["path"] == str(target) and recorded["os_user"] and recorded["host"]
     if vault.flavour == "moto":
         assert (out["restore"], out["tier"]) == ("requested", "Standard")
@@ -141,7 +141,7 @@ def test_refusals_and_errors_leave_no_file(vault: Vault, tmp_path: Path) -> None
     true_sha = hashlib.sha256(b"%PDF tampered").hexdigest()
 
     # The tracking DB's fixity value no longer matches the journal: refused, both values named, no file.
-    sql(vault.dsn, "UPDATE vault_secure.replication_status SET sha256 = repeat('0', 64) WHERE object_key = %s"
+    sql(vault.dsn, "UPDATE vault_secure.replication_status SET sha256 = repeat('0', 64) WHERE s3_key = %s"
         " RETURNING id", (tampered,))
     refused = restore(vault, tampered, "--to", str(tmp_path / "t.pdf"), "--poll-seconds", "0.2")
     assert refused.returncode == 1 and refused.stdout == ""
@@ -159,7 +159,7 @@ def test_refusals_and_errors_leave_no_file(vault: Vault, tmp_path: Path) -> None
     assert unknown.returncode == 2 and "is not tracked" in one_error_line(unknown)
     version = restore(vault, fine, "--version", "no-such-version", "--to", str(tmp_path / "v.pdf"))
     assert version.returncode == 2
-    assert f"known versions, oldest first: {vault.row(fine)['cold_version_id']}" in one_error_line(version)
+    assert f"known versions, oldest first: {vault.row(fine)['aws_version_id']}" in one_error_line(version)
 
     # A key registered but not replicated yet.
     pending = f"{unique('refuse')}/pending.pdf"
@@ -225,10 +225,10 @@ def test_odd_keys_and_an_empty_document(vault: Vault, tmp_path: Path) -> None:
 def test_an_earlier_version_after_the_source_changed(vault: Vault, tmp_path: Path) -> None:
     key = f"{unique('versions')}/contract.pdf"
     replicate(vault, {key: b"%PDF first version"})
-    first = vault.row(key)["cold_version_id"]
+    first = vault.row(key)["aws_version_id"]
     replicate(vault, {key: b"%PDF second version, longer"})
     row = vault.row(key)
-    assert row["cold_version_id"] != first and first in row["previous_cold_version_ids"]
+    assert row["aws_version_id"] != first and first in row["previous_cold_version_ids"]
 
     latest = restore(vault, key, "--to", str(tmp_path / "latest.pdf"))
     assert latest.returncode == 0, latest.stderr
@@ -245,8 +245,8 @@ def test_an_earlier_version_after_the_source_changed(vault: Vault, tmp_path: Pat
     vault.run_sensor()
     pending = restore(vault, key, "--to", str(tmp_path / "third.pdf"))
     assert pending.returncode == 2
-    assert f"pass --version {row['cold_version_id']}" in one_error_line(pending)
-    named = restore(vault, key, "--version", row["cold_version_id"], "--to", str(tmp_path / "second.pdf"))
+    assert f"pass --version {row['aws_version_id']}" in one_error_line(pending)
+    named = restore(vault, key, "--version", row["aws_version_id"], "--to", str(tmp_path / "second.pdf"))
     assert named.returncode == 0, named.stderr
     assert (tmp_path / "second.pdf").read_bytes() == b"%PDF second version, longer"
 

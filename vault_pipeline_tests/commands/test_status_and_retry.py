@@ -70,9 +70,9 @@ def cold(dev: DevServer) -> Any:
 def rows(dev: DevServer, prefix: str) -> dict[str, dict[str, Any]]:
     with psycopg.connect(dev.env["VAULT_DATABASE_URL"]) as conn:
         cur = conn.cursor(row_factory=psycopg.rows.dict_row)
-        found = cur.execute("SELECT * FROM vault_secure.replication_status WHERE object_key LIKE %s",
+        found = cur.execute("SELECT * FROM vault_secure.replication_status WHERE s3_key LIKE %s",
                             (prefix + "%",)).fetchall()
-    return {r["object_key"]: r for r in found}
+    return {r["s3_key"]: r for r in found}
 
 
 def register(dev: DevServer) -> None:

@@ -74,11 +74,11 @@ def test_drill_restores_reads_back_and_rehashes(vault: Vault) -> None:
         f"{unique('drill')}/multipart.pdf": bytes(range(256)) * (6 * MiB // 256) + b"tail",  # 6 chunks + 4 bytes
     }
     replicate(vault, documents)
-    rows = {r["object_key"]: r for r in vault.store.rows(vault.hot_bucket)}
+    rows = {r["s3_key"]: r for r in vault.store.rows(vault.hot_bucket)}
     big = next(k for k in documents if k.endswith("multipart.pdf"))
     if vault.flavour == "moto":  # the premise of the drill: Deep Archive bytes are not readable as they are
         with pytest.raises(ClientError) as refused:
-            vault.cold.get_object(Bucket=vault.cold_bucket, Key=big, VersionId=rows[big]["cold_version_id"])
+            vault.cold.get_object(Bucket=vault.cold_bucket, Key=big, VersionId=rows[big]["aws_version_id"])
         assert refused.value.response["Error"]["Code"] == "InvalidObjectState"
 
     result = run_drill(vault, sample_size=10)
@@ -93,7 +93,7 @@ def test_drill_restores_reads_back_and_rehashes(vault: Vault) -> None:
     for key, body in documents.items():
         item = drilled[key]
         assert item["state"] == "verified", item
-        assert item["cold_version_id"] == rows[key]["cold_version_id"]
+        assert item["cold_version_id"] == rows[key]["aws_version_id"]
         assert item["computed_sha256"] == item["expected_sha256"] == hashlib.sha256(body).hexdigest()
         assert item["metadata_sha256"] == item["computed_sha256"] and item["bytes_read"] == len(body)
         assert item["verified_at"] and item["finished_at"] and item["error"] is None
@@ -103,7 +103,7 @@ def test_drill_restores_reads_back_and_rehashes(vault: Vault) -> None:
         else:
             assert item["restore_required"] is False and "MethodNotAllowed" in item["restore_status"]
     if vault.flavour == "moto":  # the restore really happened on the server
-        head = vault.cold.head_object(Bucket=vault.cold_bucket, Key=big, VersionId=rows[big]["cold_version_id"])
+        head = vault.cold.head_object(Bucket=vault.cold_bucket, Key=big, VersionId=rows[big]["aws_version_id"])
         assert RestoreHeader.parse(head["Restore"]).ongoing is False  # type: ignore[union-attr]
     assert meta["restores_requested" if vault.flavour == "moto" else "read_without_restore"] == 3
 
@@ -124,7 +124,7 @@ def test_mismatch_is_reported_and_fails_the_job(vault: Vault) -> None:
     bad_manifest, bad_metadata, fine = (f"{unique('tamper')}/{n}.pdf" for n in ("manifest", "metadata", "fine"))
     replicate(vault, {bad_manifest: b"%PDF manifest", bad_metadata: b"%PDF metadata", fine: b"%PDF fine"})
     # 1. The manifest's fixity value no longer matches the stored bytes (a corrupted or tampered row).
-    sql(vault.dsn, "UPDATE vault_secure.replication_status SET sha256 = repeat('0', 64) WHERE object_key = %s"
+    sql(vault.dsn, "UPDATE vault_secure.replication_status SET sha256 = repeat('0', 64) WHERE s3_key = %s"
         " RETURNING id", (bad_manifest,))
     # 2. The cold object describes itself wrongly: same bytes, another vault-sha256 in its metadata. The
     #    manifest points at that version, as it would after a faulty copier wrote it.
@@ -133,7 +133,7 @@ def test_mismatch_is_reported_and_fails_the_job(vault: Vault) -> None:
         Bucket=vault.cold_bucket, Key=bad_metadata, Body=b"%PDF metadata", StorageClass="DEEP_ARCHIVE",
         Metadata={**head["Metadata"], "vault-sha256": "f" * 64}, ObjectLockMode="COMPLIANCE",
         ObjectLockRetainUntilDate=head["ObjectLockRetainUntilDate"], ChecksumAlgorithm="SHA256")
-    sql(vault.dsn, "UPDATE vault_secure.replication_status SET cold_version_id = %s WHERE object_key = %s"
+    sql(vault.dsn, "UPDATE vault_secure.replication_status SET aws_version_id = %s WHERE s3_key = %s"
         " RETURNING id", (written["VersionId"], bad_metadata))
 
     result = run_drill(vault, sample_size=3)

@@ -40,12 +40,12 @@ def test_a_replication_run_journals_every_copy_in_locked_standard_segments(vault
     assert sorted(e["key"] for e in copies) == [f"docs/j-{i}.pdf" for i in range(5)]
     for entry in copies:
         row = vault.row(entry["key"])
-        assert entry["version_id"] == row["cold_version_id"]
+        assert entry["version_id"] == row["aws_version_id"]
         assert entry["sha256"] == row["sha256"]
-        assert entry["size"] == row["file_size"]
+        assert entry["size"] == row["ovh_size"]
         assert entry["document_type"] == "invoice"
-        assert entry["source_etag"] == row["source_etag"]
-        assert entry["retain_until"] == row["retain_until"].isoformat()
+        assert entry["source_etag"] == row["ovh_etag"]
+        assert entry["retain_until"] == row["aws_object_lock_until"].isoformat()
         assert entry["run_id"] == runs[0].run_id
         assert row["journaled"] is True
 
@@ -157,7 +157,7 @@ def test_rows_replicated_without_an_entry_are_journaled_once(vault: Vault) -> No
     assert all(r.success for r in vault.sensor_and_runs())
     with psycopg.connect(vault.dsn) as conn:
         conn.execute("UPDATE vault_secure.replication_status SET journaled = false"
-                     " WHERE object_key IN ('old/1.pdf', 'old/3.pdf')")
+                     " WHERE s3_key IN ('old/1.pdf', 'old/3.pdf')")
     result = writer(vault).flush()
     assert result.repaired_rows == 2
     assert writer(vault).flush().repaired_rows == 0
@@ -180,12 +180,12 @@ def test_a_database_behind_the_storage_refuses_to_write_the_journal(vault: Vault
         store.migrate()
         with store.pool.connection() as conn, conn.transaction():
             outbox.enqueue(conn, copy_fields({
-                "destination_bucket": vault.cold_bucket, "object_key": "fork.pdf", "cold_version_id": "v",
-                "sha256": "0" * 64, "file_size": 1, "document_type": "invoice", "retain_until": None,
-                "source_etag": "e", "source_bucket": vault.hot_bucket, "source_version_id": None,
+                "bucket_dest": vault.cold_bucket, "s3_key": "fork.pdf", "aws_version_id": "v",
+                "sha256": "0" * 64, "ovh_size": 1, "document_type": "invoice", "aws_object_lock_until": None,
+                "ovh_etag": "e", "bucket_source": vault.hot_bucket, "source_version_id": None,
                 "source_last_modified": None, "source_document_type": None, "retention_years": 10,
                 "retention_base": None, "storage_class": None, "cold_checksum": None, "cold_checksum_type": None,
-                "part_size": None, "cold_etag": None, "previous_cold_version_ids": [], "replication_count": 1,
+                "part_size": None, "aws_etag": None, "previous_cold_version_ids": [], "replication_count": 1,
                 "retry_count": 0, "replicated_at": None, "verified_at": None,
             }, run_id=None, adopted=False))
     with pytest.raises(JournalError, match="beyond this database's journal position"):

@@ -30,7 +30,7 @@ def rows_by_key(dsn: str, where: str = "status = 'replicated'") -> dict[str, dic
     with psycopg.connect(dsn) as conn:
         rows = conn.cursor(row_factory=dict_row).execute(
             f"SELECT {', '.join(BUSINESS_COLUMNS)} FROM vault_secure.replication_status WHERE {where}").fetchall()
-    return {r["object_key"]: r for r in rows}
+    return {r["s3_key"]: r for r in rows}
 
 
 def rebuild(vault: Vault, target: str, **kwargs: Any):
@@ -181,8 +181,8 @@ def test_the_sweep_rebuilds_unjournaled_copies_from_their_own_metadata(vault: Va
     row = rows_by_key(secondary_dsn)["unjournaled.pdf"]
     assert (row["sha256"], row["document_type"], row["source_document_type"]) == (sha.hexdigest(), "invoice",
                                                                                   "Invoice")
-    assert row["retain_until"] == until and row["partition_day"] == dt.date(2026, 11, 24)
-    assert row["file_size"] == len(body) and row["source_bucket"] == vault.hot_bucket
+    assert row["aws_object_lock_until"] == until and row["partition_day"] == dt.date(2026, 11, 24)
+    assert row["ovh_size"] == len(body) and row["bucket_source"] == vault.hot_bucket
     # Promoted, the secondary journals it on its first flush (the storage then knows it), once.
     promoted = JournalWriter(secondary_dsn, SegmentStore(vault.cold, vault.cold_bucket))
     assert promoted.flush().repaired_rows == 1

@@ -96,7 +96,7 @@ def test_a_replicated_day_is_sealed_and_each_document_proved(vault: Vault, tmp_p
         proof = build_proof(vault.segments(), key, dsn=vault.dsn)
         index = proof["leaf_index"]
         assert canonical_json(proof["entry"]) == leaves[index] == lines[proof["entry"]["seq"] - 1]
-        assert proof["entry"]["key"] == key and proof["version_id"] == vault.row(key)["cold_version_id"]
+        assert proof["entry"]["key"] == key and proof["version_id"] == vault.row(key)["aws_version_id"]
         assert proof["audit_path"] == [h.hex() for h in path(index, leaves)]
         assert proof["root"] == mth(leaves).hex() == proof["seal"]["root"]
         assert check_proof(proof, [signer.public_key_b64]) == []

@@ -7,7 +7,7 @@ POLICY = RetentionPolicy.from_mapping({"default": "general", "types": {"invoice"
 
 
 def row(until: dt.datetime, years: int) -> dict:
-    return {"retain_until": until, "document_type": "invoice", "retention_years": years}
+    return {"aws_object_lock_until": until, "document_type": "invoice", "retention_years": years}
 
 
 def test_the_recorded_date_stands_unless_the_policy_grew() -> None:

@@ -33,14 +33,14 @@ def versions(dsn: str) -> dict[str, tuple[str, str, str]]:
     """key -> (xmin, xmax, status): a row that was written or locked has a new xmin or xmax."""
     with psycopg.connect(dsn) as conn:
         return {k: (xmin, xmax, status) for k, xmin, xmax, status in conn.execute(
-            "SELECT object_key, xmin::text, xmax::text, status FROM vault_secure.replication_status")}
+            "SELECT s3_key, xmin::text, xmax::text, status FROM vault_secure.replication_status")}
 
 
 def set_status(dsn: str, key: str, status: str, **columns: object) -> None:
     assignments = ", ".join(f"{name} = %({name})s" for name in columns)
     with psycopg.connect(dsn) as conn:
         conn.execute(f"UPDATE vault_secure.replication_status SET status = %(status)s"
-                     f"{', ' + assignments if assignments else ''} WHERE object_key = %(key)s",
+                     f"{', ' + assignments if assignments else ''} WHERE s3_key = %(key)s",
                      {"status": status, "key": key, **columns})
 
 
@@ -68,13 +68,13 @@ def test_changed_etags_become_pending_except_rows_being_copied(store: TrackingSt
                                           listed("replicated", "e2", 13, later), listed("same"),
                                           listed("fresh", "e9", 1, later)])
     assert (new, changed, days) == (1, 3, {later.date(): 4})
-    rows = {r["object_key"]: r for r in store.rows(SRC)}
-    assert rows["copying"]["status"] == "in_progress" and rows["copying"]["source_etag"] == "e2"
+    rows = {r["s3_key"]: r for r in store.rows(SRC)}
+    assert rows["copying"]["status"] == "in_progress" and rows["copying"]["ovh_etag"] == "e2"
     for key in ("failed", "replicated", "fresh"):
         row = rows[key]
         assert row["status"] == "pending" and row["retry_count"] == 0 and row["error_message"] is None
         assert row["hot_deleted_at"] is None and row["partition_day"] == later.date()
-    assert (rows["replicated"]["source_etag"], rows["replicated"]["file_size"]) == ("e2", 13)
+    assert (rows["replicated"]["ovh_etag"], rows["replicated"]["ovh_size"]) == ("e2", 13)
     assert rows["replicated"]["source_last_modified"] == later
     assert versions(tracking_dsn)["same"] == same_before
 
@@ -86,10 +86,10 @@ def test_any_key_size_and_time_zone_round_trips(store: TrackingStore) -> None:
     just_before_midnight_utc = dt.datetime(2026, 11, 24, 0, 30, tzinfo=paris)  # 23:30 UTC on the 23rd
     objects = [listed(k, f"etag-{i}", 2**40 + i, just_before_midnight_utc) for i, k in enumerate(keys)]
     assert register(store, objects) == (len(keys), 0, {dt.date(2026, 11, 23): len(keys)})
-    rows = {r["object_key"]: r for r in store.rows(SRC)}
+    rows = {r["s3_key"]: r for r in store.rows(SRC)}
     assert set(rows) == set(keys)
     for i, key in enumerate(keys):
-        assert rows[key]["file_size"] == 2**40 + i and rows[key]["source_etag"] == f"etag-{i}"
+        assert rows[key]["ovh_size"] == 2**40 + i and rows[key]["ovh_etag"] == f"etag-{i}"
         assert rows[key]["source_last_modified"] == just_before_midnight_utc
     assert register(store, objects) == (0, 0, {})
 
@@ -97,7 +97,7 @@ def test_any_key_size_and_time_zone_round_trips(store: TrackingStore) -> None:
 def test_a_key_listed_twice_is_one_row_and_nothing_is_a_noop(store: TrackingStore) -> None:
     assert register(store, []) == (0, 0, {})
     assert register(store, [listed("twice", "old"), listed("twice", "new")])[:2] == (1, 0)
-    assert [(r["object_key"], r["source_etag"]) for r in store.rows(SRC)] == [("twice", "new")]
+    assert [(r["s3_key"], r["ovh_etag"]) for r in store.rows(SRC)] == [("twice", "new")]
     assert register(store, iter([listed("twice", "new")])) == (0, 0, {})  # any iterable
 
 

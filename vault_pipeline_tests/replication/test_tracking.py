@@ -78,14 +78,14 @@ def test_a_run_does_not_reclaim_what_it_already_tried(store: TrackingStore) -> N
 def test_results_need_the_lease_and_follow_the_source(store: TrackingStore, tracking_dsn: str) -> None:
     store.register([listed("x"), listed("y")], source_bucket="hot", destination_bucket="cold")
     store.register([listed("x")], source_bucket="other-hot", destination_bucket="cold")
-    rows = {r.object_key: r for r in claim(store, "run")}
+    rows = {r.s3_key: r for r in claim(store, "run")}
     assert store.mark_replicated(rows["x"], "someone-else", outcome(), run_id="r", duration_s=1) == "lost"
     assert store.mark_replicated(rows["x"], "run", outcome(), run_id="r", duration_s=1) == "replicated"
     # y's source changed while it was being copied: the copy is kept as history, the row stays pending.
     store.register([listed("y", "e2")], source_bucket="hot", destination_bucket="cold")
     assert store.mark_replicated(rows["y"], "run", outcome(version="v-old"), run_id="r", duration_s=1) == "pending"
     [y] = store.rows("hot", ["y"])
-    assert y["status"] == "pending" and y["source_etag"] == "e2"
+    assert y["status"] == "pending" and y["ovh_etag"] == "e2"
     with psycopg.connect(tracking_dsn) as conn:
         audits = conn.execute("SELECT object_key, source_bucket FROM vault_secure.audit_logs ORDER BY id").fetchall()
     assert audits == [("x", "hot"), ("y", "hot")]  # never the other bucket's row of the same key
@@ -94,7 +94,7 @@ def test_results_need_the_lease_and_follow_the_source(store: TrackingStore, trac
 def test_replicated_rows_must_be_complete(store: TrackingStore, tracking_dsn: str) -> None:
     store.register([listed("z")], source_bucket="hot", destination_bucket="cold")
     with psycopg.connect(tracking_dsn) as conn, pytest.raises(psycopg.errors.CheckViolation):
-        conn.execute("UPDATE vault_secure.replication_status SET status = 'replicated' WHERE object_key = 'z'")
+        conn.execute("UPDATE vault_secure.replication_status SET status = 'replicated' WHERE s3_key = 'z'")
 
 
 def test_row_level_security_is_enabled(store: TrackingStore, tracking_dsn: str) -> None:
