@@ -5,7 +5,7 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
     $$p -c '$(SUPPORTED_PYTHON)' >/dev/null 2>&1 && command -v $$p && break; done)
 TRIED := none (python3.11, python3.12 and python3 are missing or other versions)
 NO_PYTHON = make: Python 3.11 or 3.12 is needed, found $(or $(PYTHON),$(TRIED)): \
-    install one (Debian/Ubuntu: apt-get install python3.11; or pyenv install 3.11) or name it: make PYTHON=/path/to/python3.11
+    install one (Debian/Ubuntu: apt-get install python3.11 python3.11-venv; or pyenv install 3.11) or name it: make PYTHON=/path/to/python3.11
 VENV := .venv
 OLD_VENV := make: $(VENV) was made with another Python than 3.11 or 3.12: rm -rf $(VENV) and run make again
 BIN := $(VENV)/bin
