@@ -34,6 +34,10 @@ def test_specification_scenario_payslip(vault: Vault) -> None:
     assert run.success
 
     row = vault.row("test.pdf")
+    # The specification's own check, as written.
+    [spec_row] = sql(vault.dsn, "SELECT status, aws_version_id FROM vault_secure.replication_status"
+                     " WHERE s3_key = 'test.pdf';")
+    assert spec_row == ("replicated", row["aws_version_id"])
     assert row["status"] == "replicated"
     head = lock_of(vault, "test.pdf", row["aws_version_id"])
     expected_until = retain_until(hot_head["LastModified"].astimezone(dt.UTC).date(), 50)
@@ -170,3 +174,21 @@ def test_overlapping_runs_never_copy_the_same_object_twice(vault: Vault) -> None
     assert runs_that_copied >= 2  # the work really was shared
     for i in range(200):
         assert len(vault.cold_versions(f"overlap/{i:03d}.pdf")) == 1
+
+
+def test_application_ids_come_from_hot_metadata_and_a_bad_one_never_stops_the_copy(vault: Vault) -> None:
+    document_id = "3e0f6c52-1b1d-4f0e-9d59-6a8f3b1e2c4d"
+    vault.put("ids/good.pdf", b"ids", {"document-type": "invoice", "document-id": document_id,
+                                       "user-id": "not-a-uuid"})
+    vault.put("ids/none.pdf", b"no ids", {"document-type": "invoice"})
+    assert all(r.success for r in vault.sensor_and_runs())
+    good, none = vault.row("ids/good.pdf"), vault.row("ids/none.pdf")
+    assert good["status"] == none["status"] == "replicated"
+    assert (str(good["document_id"]), good["user_id"]) == (document_id, None)
+    assert (none["document_id"], none["user_id"]) == (None, None)
+    # The spec's own query finds the row by its key, and the warning is in the audit log.
+    [(notes,)] = sql(vault.dsn, "SELECT metadata->'notes' FROM vault_secure.audit_logs WHERE object_key = %s"
+                     " AND event_type = 'REPLICATION_SUCCESS'", ("ids/good.pdf",))
+    assert any("user-id 'not-a-uuid' is not a UUID" in note for note in notes)
+    assert sql(vault.dsn, "SELECT count(*) FROM vault_secure.replication_status WHERE user_id IS NULL"
+               " AND s3_key LIKE 'ids/%%'") == [(2,)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from vault_pipeline.replication.identity import application_ids
 from vault_pipeline.replication.inventory import ListedObject
 from vault_pipeline.replication.tracking import ReplicationOutcome, TrackingDatabaseError, TrackingStore
 
@@ -113,3 +115,45 @@ def test_unreachable_database_is_a_clear_error_without_password() -> None:
     with pytest.raises(TrackingDatabaseError, match="unreachable") as info:
         TrackingStore("postgresql://vault:s3cret@127.0.0.1:9/vault", connect_timeout=1)
     assert "s3cret" not in str(info.value)
+
+
+def test_failed_at_is_set_on_every_failure_and_kept_until_replicated(store: TrackingStore) -> None:
+    store.register([listed("flaky")], source_bucket="hot", destination_bucket="cold")
+    [row] = claim(store, "run-1")
+    store.mark_failed(row, "run-1", error="first", failed_attempts=3, run_id="r1", source_bucket="hot")
+    [first] = store.rows("hot", ["flaky"])
+    assert first["status"] == "failed" and first["failed_at"] is not None
+    [row] = claim(store, "run-2")
+    store.mark_failed(row, "run-2", error="second", failed_attempts=3, run_id="r2", source_bucket="hot")
+    [second] = store.rows("hot", ["flaky"])
+    assert second["failed_at"] > first["failed_at"] and second["retry_count"] == 6
+    [row] = claim(store, "run-3")
+    [held] = store.rows("hot", ["flaky"])
+    assert held["status"] == "in_progress" and held["failed_at"] == second["failed_at"]  # kept while retried
+    assert store.mark_replicated(row, "run-3", outcome(), run_id="r3", duration_s=1) == "replicated"
+    [done] = store.rows("hot", ["flaky"])
+    assert done["failed_at"] is None and done["error_message"] is None
+
+
+def test_application_ids_are_recorded_as_uuids(store: TrackingStore) -> None:
+    store.register([listed("ids")], source_bucket="hot", destination_bucket="cold")
+    [row] = claim(store, "run")
+    document_id = "6f1c1a9e-8b0e-4c8e-9a55-0f4f5e3f1a01"
+    with_ids = dataclasses.replace(outcome(), document_id=document_id, user_id=None)
+    assert store.mark_replicated(row, "run", with_ids, run_id="r", duration_s=1) == "replicated"
+    [done] = store.rows("hot", ["ids"])
+    assert (str(done["document_id"]), done["user_id"]) == (document_id, None)
+
+
+@pytest.mark.parametrize(("metadata", "document_id", "user_id", "notes"), [
+    ({}, None, None, 0),
+    ({"document-id": "6F1C1A9E-8B0E-4C8E-9A55-0F4F5E3F1A01", "User-Id": " 0b7e4f1c-2d3a-4b5c-8d9e-0f1a2b3c4d5e "},
+     "6f1c1a9e-8b0e-4c8e-9a55-0f4f5e3f1a01", "0b7e4f1c-2d3a-4b5c-8d9e-0f1a2b3c4d5e", 0),
+    ({"document-id": "INV-2026-0042", "user-id": "x" * 300}, None, None, 2),
+    ({"document_id": ""}, None, None, 0),
+])
+def test_application_ids_from_metadata(metadata: dict[str, str], document_id: str | None, user_id: str | None,
+                                       notes: int) -> None:
+    ids = application_ids(metadata)
+    assert (ids.document_id, ids.user_id, len(ids.notes)) == (document_id, user_id, notes)
+    assert all("not a UUID: recorded as NULL" in note and len(note) < 200 for note in ids.notes)
