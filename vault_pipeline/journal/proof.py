@@ -14,15 +14,17 @@ is in docs/journal.md, with a standalone checker):
     seal_key, seal_version_id, seal_hash
     seal              the day's seal, whole (signature and public key included)
 
-Entries are found through the tracking database when a DSN is given (an index by key), else by reading
-the whole journal; either way the entry, the day's entries and the seal are read from the cold site.
+Entries are found through the tracking database when a DSN is given (an index by key, then
+reader.entry_at), else by reading the whole journal (reader.iter_journal: every segment's versions and
+every link checked); either way the entry, the day's entries and the seal are read from the cold site, and
+the day is read through the reader, chain checked, before its root is compared with the seal's.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -36,7 +38,7 @@ from vault_pipeline.journal.merkle import (
     root_from_leaf_hashes,
     verify_inclusion,
 )
-from vault_pipeline.journal.reader import iter_journal, segments_from
+from vault_pipeline.journal.reader import entry_at, iter_journal
 from vault_pipeline.journal.seal_format import entry_day, seal_hash, structure_problems
 from vault_pipeline.journal.seal_store import read_seal, seal_key
 from vault_pipeline.journal.segments import JournalError, SegmentStore
@@ -49,36 +51,6 @@ PROOF_FIELDS = ("format", "bucket", "key", "version_id", "segment_key", "entry",
 
 class ProofNotFound(JournalError):
     """No proof can be made (yet): the key was never copied, the version is unknown, or its day is not sealed."""
-
-
-class EntryNotFound(JournalError):
-    """No segment on the cold site holds the entry (read errors are plain JournalErrors)."""
-
-
-def entry_at(store: SegmentStore, seq: int, *, segment: str | None = None) -> tuple[str, dict[str, Any]]:
-    """(segment key, entry) of journal entry `seq` as stored on the cold site: in `segment` when given (the
-    database's index names it, saving a listing), else, or if it is not there, in the segment the listing
-    says holds it. JournalError naming the read errors when it was not found and a segment could not be read."""
-    def candidates() -> Iterator[str]:
-        if segment:
-            yield segment
-        holding = next(iter(segments_from(store, seq)), None)
-        if holding is not None and holding.key != segment:
-            yield holding.key
-
-    unreadable: list[str] = []
-    for key in candidates():
-        try:
-            stored = store.read_segment(key)
-        except JournalError as exc:
-            unreadable.append(str(exc))
-            continue
-        for entry in stored.entries:
-            if entry.get("seq") == seq:
-                return key, entry
-    if unreadable:
-        raise JournalError("; ".join(unreadable))
-    raise EntryNotFound(f"journal entry seq={seq} is not on the cold site")
 
 
 def _pick(copies: Sequence[dict[str, Any]], key: str, version_id: str | None, bucket: str) -> dict[str, Any]:
@@ -96,7 +68,9 @@ def _pick(copies: Sequence[dict[str, Any]], key: str, version_id: str | None, bu
 
 def find_copy_entry(store: SegmentStore, key: str, *, version_id: str | None = None,
                     dsn: str | None = None) -> tuple[str, dict[str, Any]]:
-    """(segment key, entry) of the latest copy entry of `key` (or of its copy as `version_id`)."""
+    """(segment key, entry) of the latest copy entry of `key` (or of its copy as `version_id`). Without a
+    DSN the whole journal is read through the reader, which raises at the first fault (ChainError,
+    RewrittenSegment) rather than finding an entry in a journal that does not hold."""
     if dsn:
         with psycopg.connect(dsn, connect_timeout=15) as conn:
             indexed = [e for e in outbox.entries_for_key(conn, store.bucket, key) if e.get("action") == "copy"]
@@ -106,11 +80,8 @@ def find_copy_entry(store: SegmentStore, key: str, *, version_id: str | None = N
             raise JournalError(f"journal entry seq={chosen['seq']} in {segment} differs from the database's copy of "
                                "it: run `vault-pipeline journal verify`")
         return segment, entry
-    found: list[tuple[str, dict[str, Any]]] = []
-    for listed in store.list_segments():
-        for entry in store.read_segment(listed.key).entries:
-            if entry.get("key") == key and entry.get("action") == "copy":
-                found.append((listed.key, entry))
+    found = [(segment, entry) for segment, entry in iter_journal(store)
+             if entry.get("key") == key and entry.get("action") == "copy"]
     chosen = _pick([e for _, e in found], key, version_id, store.bucket)
     return next((s, e) for s, e in found if e is chosen)
 

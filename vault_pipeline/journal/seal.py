@@ -89,7 +89,6 @@ class _Day:
     leaves: list[bytes] = field(default_factory=list)
     last_seq: int = 0
     head: str = GENESIS_HASH
-    segments: list[str] = field(default_factory=list)
 
 
 class Sealer:
@@ -198,8 +197,6 @@ class Sealer:
             acc = days.setdefault(when, _Day(first_seq=entry["seq"]))
             acc.leaves.append(leaf_hash(canonical_json(entry)))
             acc.last_seq, acc.head = entry["seq"], entry["entry_hash"]
-            if not acc.segments or acc.segments[-1] != segment_key_:
-                acc.segments.append(segment_key_)
         if start_day is None or start_day > day:
             run.note = f"nothing to seal: nothing was journaled on or before {day.isoformat()}"
             return

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from vault_pipeline.journal.chain import GENESIS_HASH, canonical_json
-from vault_pipeline.journal.proof import ProofNotFound, build_proof, check_proof
+from vault_pipeline.journal.proof import ProofNotFound, build_proof, check_proof, find_copy_entry
 from vault_pipeline.journal.reader import RewrittenSegment, read_entries
 from vault_pipeline.journal.seal import DayNotOver, seal_through
 from vault_pipeline.journal.seal_format import EMPTY_ROOT, SealError, build_seal, day_end, signed_payload
@@ -203,6 +203,8 @@ def test_verify_names_a_rewritten_segment_and_the_entry_altered(vault: Vault) ->
         list(read_entries(vault.segments()))
     with pytest.raises(RewrittenSegment):
         build_proof(vault.segments(), "t/a.pdf", dsn=vault.dsn)
+    with pytest.raises(RewrittenSegment):  # without the index, even a document of the intact day: one reader
+        find_copy_entry(vault.segments(), "t/e.pdf")
 
 
 @pytest.mark.parametrize("cold_flavour", ["seaweedfs"], indirect=True)
