@@ -134,7 +134,7 @@ def destination_for(to: Path, key: str, *, force: bool) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vault_pipeline.replication.retrieval import RetrievalError, RetrievalRefused, StillRestoring
+    from vault_pipeline.retrieval.errors import RetrievalError, RetrievalRefused, StillRestoring
 
     state: dict[str, Any] = {}
     try:
@@ -172,7 +172,8 @@ def _restore(args: argparse.Namespace, state: dict[str, Any]) -> int:
     from vault_pipeline.commands.progress import Progress
     from vault_pipeline.journal.commands import cold_client_from_env
     from vault_pipeline.journal.segments import SegmentStore
-    from vault_pipeline.replication.retrieval import Outcome, RetrievalOptions, Retriever, resolve
+    from vault_pipeline.retrieval.resolve import resolve
+    from vault_pipeline.retrieval.restore import Outcome, RetrievalOptions, Retriever
 
     env = require_env("VAULT_DATABASE_URL", "OVH_S3_BUCKET_DOCUMENTS",
                       why="restore reads the tracking database and the hot bucket's name from the pipeline's "

@@ -1,4 +1,4 @@
-"""restore_drill_job and its weekly schedule: the thin Dagster layer over replication/restore_drill.py.
+"""restore_drill_job and its weekly schedule: the thin Dagster layer over retrieval/drills.py.
 
 One op runs both phases: it samples and requests restores (phase 1), then reads back every pending item
 of every drill that is readable (phase 2), polling for up to `wait_seconds` for servers that restore
@@ -30,9 +30,9 @@ from pydantic import Field
 
 from vault_pipeline.assets.reporting import human_bytes
 from vault_pipeline.replication.report import md_escape
-from vault_pipeline.replication.restore_drill import ItemOutcome, RestoreDrill, StepReport
 from vault_pipeline.resources import ColdSiteResource, S3SiteResource, TrackingDatabaseResource
 from vault_pipeline.resources.restore_drill import RestoreDrillResource
+from vault_pipeline.retrieval.drills import ItemOutcome, RestoreDrill, StepReport
 
 DRILL_OP = "restore_drill"
 MiB = 1024 * 1024

@@ -5,7 +5,7 @@ import datetime as dt
 
 from dagster import ConfigurableResource
 
-from vault_pipeline.replication.restore_drill import DrillSettings, Tier
+from vault_pipeline.retrieval.drill_store import DrillSettings, Tier
 
 
 class RestoreDrillResource(ConfigurableResource):

@@ -21,8 +21,8 @@ from dagster import (
 )
 
 from vault_pipeline.jobs.restore_drill import DRILL_OP, restore_drill_job
-from vault_pipeline.replication.restore_drill import DrillStore
 from vault_pipeline.resources import ColdSiteResource, TrackingDatabaseResource
+from vault_pipeline.retrieval.drill_store import DrillStore
 
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
              DagsterRunStatus.STARTED]
