@@ -24,7 +24,6 @@ from vault_pipeline.assets.reporting import copy_report_metadata, human_bytes, s
 from vault_pipeline.partitions import daily_partitions, day_range
 from vault_pipeline.replication.copier import ObjectCopier
 from vault_pipeline.replication.engine import ObjectResult, replicate_days
-from vault_pipeline.replication.evidence import evidence_for_run
 from vault_pipeline.replication.hot_cleanup import delete_verified_hot_objects
 from vault_pipeline.replication.inventory import iter_pages
 from vault_pipeline.replication.verify import cold_bucket_problem
@@ -133,7 +132,6 @@ def cold_copies(
         store=store, copier=copier, source_bucket=hot_site.bucket, first_day=first_day, last_day=last_day,
         owner=f"{context.run.run_id}/{os.getpid()}", run_id=context.run.run_id,
         settings=replication.engine_settings(), progress=progress,
-        evidence=evidence_for_run(context.run.run_id),  # for this run's checks (replication/evidence.py)
     )
     metadata = copy_report_metadata(report)
     counts = store.status_counts(source_bucket=hot_site.bucket, first_day=first_day, last_day=last_day)

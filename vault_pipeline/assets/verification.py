@@ -10,7 +10,7 @@ from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, Me
 
 from vault_pipeline.assets.journaling import flush_journal
 from vault_pipeline.assets.replication import cold_copies
-from vault_pipeline.checks.audit_cache import day_audit
+from vault_pipeline.checks.cold_copies import day_audit
 from vault_pipeline.journal.entries import report_fields
 from vault_pipeline.partitions import daily_partitions
 from vault_pipeline.replication.audit import CLASSES

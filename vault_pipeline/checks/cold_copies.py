@@ -1,22 +1,34 @@
-"""Asset checks on cold_copies, partition-aware and blocking, all at ERROR severity.
+"""The six asset checks on cold_copies, partition-aware and blocking, all at ERROR severity, computed by one
+step from one audit.
 
 Each names its day(s) and the first failing keys. Being blocking, a failure stops hot_deletions in the
 same run: nothing is deleted from the hot site for a day whose checks failed.
+
+One `@multi_asset_check` (one op, one step) evaluates the six checks from a single audit of the day range:
+the audit is computed once per run by Dagster's own step, not shared through process memory, so it holds
+under any executor (in-process, multiprocess, one container per step) and any run launcher. What the run's
+copy step saw of its own copies reaches this step through the tracking database (replication/evidence.py).
 """
+
+import datetime as dt
+import time
+from collections.abc import Iterator
 
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
     MetadataValue,
-    asset_check,
+    multi_asset_check,
 )
 
 from vault_pipeline.assets.replication import cold_copies
-from vault_pipeline.checks.audit_cache import day_audit
-from vault_pipeline.partitions import daily_partitions
-from vault_pipeline.replication.audit import DayAudit
+from vault_pipeline.partitions import daily_partitions, day_range
+from vault_pipeline.replication.audit import Auditor, DayAudit
+from vault_pipeline.replication.evidence import run_evidence
 from vault_pipeline.replication.report import md_escape
 from vault_pipeline.resources import (
     ColdSiteResource,
@@ -47,6 +59,7 @@ def check_result(audit: DayAudit, aspect: str, scope: str) -> AssetCheckResult:
     description = (f"{aspect}: {len(failing)} of {len(audit.objects)} object(s) fail on {', '.join(days[:5])}"
                    if failing else f"{aspect}: all {len(audit.objects)} object(s) pass for {scope}")
     return AssetCheckResult(
+        check_name=aspect,
         passed=not failing,
         severity=AssetCheckSeverity.ERROR,
         description=description,
@@ -62,27 +75,61 @@ def check_result(audit: DayAudit, aspect: str, scope: str) -> AssetCheckResult:
     )
 
 
-def _build(aspect: str) -> AssetChecksDefinition:
-    @asset_check(
-        asset=cold_copies,
-        name=aspect,
-        description=CHECKS[aspect],
-        blocking=True,
-        partitions_def=daily_partitions,
+def day_audit(
+    context: AssetCheckExecutionContext | AssetExecutionContext,
+    hot_site: S3SiteResource,
+    cold_site: ColdSiteResource,
+    tracking_db: TrackingDatabaseResource,
+    replication: ReplicationSettingsResource,
+    verification: VerificationSettingsResource,
+) -> DayAudit:
+    """The fixity audit of the run's day range. The versions this run's copy step verified are judged from
+    that verification (read back from the database); everything else is asked of the cold site."""
+    first_day, last_day = day_range(context.partition_key_range)
+    store = tracking_db.store()
+    auditor = Auditor(
+        store=store, cold=cold_site.client(), cold_bucket=cold_site.bucket,
+        hot=hot_site.client(), hot_bucket=hot_site.bucket, policy=replication.retention_policy(),
+        storage_class=cold_site.storage_class,
+        reserved_prefixes=(verification.report_prefix, *replication.reserved_prefixes),
+        concurrency=verification.audit_concurrency,
+        grace=dt.timedelta(minutes=verification.completeness_grace_minutes),
+        fresh=run_evidence(store, context.run.run_id, hot_site.bucket),
     )
-    def _check(
-        context: AssetCheckExecutionContext,
-        hot_site: S3SiteResource,
-        cold_site: ColdSiteResource,
-        tracking_db: TrackingDatabaseResource,
-        replication: ReplicationSettingsResource,
-        verification: VerificationSettingsResource,
-    ) -> AssetCheckResult:
-        audit = day_audit(context, hot_site, cold_site, tracking_db, replication, verification)
-        keys = context.partition_key_range
-        return check_result(audit, aspect, keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}")
-
-    return _check
+    return auditor.audit(first_day, last_day)
 
 
-cold_copies_checks: list[AssetChecksDefinition] = [_build(aspect) for aspect in CHECKS]
+CHECK_SPECS = [
+    AssetCheckSpec(aspect, asset=cold_copies, description=description, blocking=True,
+                   partitions_def=daily_partitions)
+    for aspect, description in CHECKS.items()
+]
+
+
+@multi_asset_check(
+    specs=CHECK_SPECS,
+    name="cold_copies_audit",
+    description="One fixity audit of the day (manifest, cold site, hot site), judged six ways.",
+    can_subset=True,  # one check alone costs the same audit; only the selected ones are reported
+)
+def cold_copies_audit(
+    context: AssetCheckExecutionContext,
+    hot_site: S3SiteResource,
+    cold_site: ColdSiteResource,
+    tracking_db: TrackingDatabaseResource,
+    replication: ReplicationSettingsResource,
+    verification: VerificationSettingsResource,
+) -> Iterator[AssetCheckResult]:
+    started = time.monotonic()
+    audit = day_audit(context, hot_site, cold_site, tracking_db, replication, verification)
+    keys = context.partition_key_range
+    scope = keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}"
+    context.log.info(f"audit of {scope}: {len(audit.objects)} object(s), {audit.judged_from_verification} judged "
+                     f"from this run's verification, {time.monotonic() - started:.2f} s")
+    selected = {key.name for key in context.selected_asset_check_keys}
+    for aspect in CHECKS:
+        if aspect in selected:
+            yield check_result(audit, aspect, scope)
+
+
+cold_copies_checks: list[AssetChecksDefinition] = [cold_copies_audit]

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 from vault_pipeline.replication.copier import ObjectCopier
 from vault_pipeline.replication.errors import CopyError, describe_s3_error
-from vault_pipeline.replication.evidence import RunEvidence
 from vault_pipeline.replication.tracking import ClaimedRow, ReplicationOutcome, TrackingStore
 
 log = logging.getLogger(__name__)
@@ -177,7 +176,6 @@ def replicate_days(
     settings: EngineSettings,
     progress: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    evidence: RunEvidence | None = None,
 ) -> RunReport:
     started = time.monotonic()
     report = RunReport(first_day=first_day, last_day=last_day)
@@ -236,8 +234,6 @@ def replicate_days(
                 log.exception("could not record the failure of %r either", copied.row.s3_key)
             return ObjectResult(copied.row.s3_key, "failed", copied.row.ovh_size, copied.attempts, duration,
                                 error)
-        if status == "replicated" and evidence is not None and copied.outcome.evidence is not None:
-            evidence.record(copied.row.s3_key, copied.outcome.evidence, copied.outcome.source_etag)
         return _result(copied.row, copied.outcome, status, copied.attempts, duration)
 
     def finish(result: ObjectResult) -> None:

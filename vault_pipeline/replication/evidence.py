@@ -5,22 +5,31 @@ same run audit every object of the day a few seconds later; for the versions thi
 asking the cold site the same question again would double the requests per document and add nothing.
 The audit judges those versions from the verifying HEAD (its own rules, applied to that answer) and
 asks the cold site about every other object of the day; later runs (verification_report, the checks of
-the next run) look again for real. Kept in memory per run id, in the run's process (the in-process
-executor runs every step of a run in one process); a run whose evidence is not here is audited fully.
+the next run) look again for real.
+
+The answer travels through the tracking database, not through process memory, so the checks read it
+whatever process or machine runs them (multiprocess executor, any run launcher): the REPLICATION_SUCCESS
+audit log row of a copy, written in the transaction that records it, carries it as `verified_head`
+(`evidence_record`), and `run_evidence` reads back this run's rows (index of migration 009). A run that
+verified nothing (checks-only job, the report, the next run) finds none and is audited in full.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
-from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
 
 from vault_pipeline.replication.verify import ColdEvidence
 
-MAX_RUNS = 8  # runs whose evidence is kept in one process (a run's audit follows its copy step)
+if TYPE_CHECKING:
+    from vault_pipeline.replication.tracking import TrackingStore
+
+EVIDENCE_DETAIL = "verified_head"  # key of the evidence in a REPLICATION_SUCCESS audit log's metadata
 
 
 class RunEvidence:
-    """Evidence by key; thread-safe for the copy workers that record it."""
+    """Evidence by key; thread-safe."""
 
     def __init__(self) -> None:
         self._by_key: dict[str, tuple[ColdEvidence, str]] = {}
@@ -38,22 +47,41 @@ class RunEvidence:
         return len(self._by_key)
 
 
-_runs: OrderedDict[str, RunEvidence] = OrderedDict()
-_runs_lock = threading.Lock()
+def evidence_record(evidence: ColdEvidence, source_etag: str) -> dict[str, Any]:
+    """The evidence as JSON for the audit log (a few hundred bytes): what the cold site answered."""
+    return {
+        "version_id": evidence.version_id, "size": evidence.size, "checksum_sha256": evidence.checksum_sha256,
+        "metadata_sha256": evidence.metadata_sha256, "lock_mode": evidence.lock_mode,
+        "retain_until": evidence.retain_until.isoformat() if evidence.retain_until else None,
+        "storage_class": evidence.storage_class, "tag_count": evidence.tag_count,
+        "tags_sent": dict(evidence.tags_sent) if evidence.tags_sent is not None else None,
+        "copied_from_etag": source_etag,
+    }
 
 
-def evidence_for_run(run_id: str) -> RunEvidence:
-    """The run's evidence, created on first use (by its copy step)."""
-    with _runs_lock:
-        evidence = _runs.get(run_id)
-        if evidence is None:
-            evidence = _runs[run_id] = RunEvidence()
-            while len(_runs) > MAX_RUNS:
-                _runs.popitem(last=False)
-        return evidence
+def evidence_from_record(record: dict[str, Any]) -> tuple[ColdEvidence, str]:
+    """The inverse of evidence_record."""
+    until, tags = record["retain_until"], record["tags_sent"]
+    evidence = ColdEvidence(
+        version_id=record["version_id"], size=int(record["size"]), checksum_sha256=record["checksum_sha256"],
+        metadata_sha256=record["metadata_sha256"], lock_mode=record["lock_mode"],
+        retain_until=dt.datetime.fromisoformat(until) if until else None, storage_class=record["storage_class"],
+        tag_count=None if record["tag_count"] is None else int(record["tag_count"]),
+        tags_sent=tuple(sorted(tags.items())) if tags is not None else None,
+    )
+    return evidence, record["copied_from_etag"]
 
 
-def recorded_evidence(run_id: str) -> RunEvidence | None:
-    """The run's evidence if its copy step ran in this process, else None (audit everything)."""
-    with _runs_lock:
-        return _runs.get(run_id)
+def run_evidence(store: TrackingStore, run_id: str, source_bucket: str) -> RunEvidence:
+    """The evidence of every copy `run_id` verified and recorded as replicated (none: an empty one)."""
+    evidence = RunEvidence()
+    with store.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT object_key, metadata -> %s FROM vault_secure.audit_logs"
+            " WHERE run_id = %s AND event_type = 'REPLICATION_SUCCESS' AND source_bucket = %s AND metadata ? %s"
+            " ORDER BY id",
+            (EVIDENCE_DETAIL, run_id, source_bucket, EVIDENCE_DETAIL),
+        ).fetchall()
+    for key, record in rows:  # in write order: a key verified twice keeps its last answer
+        evidence.record(key, *evidence_from_record(record))
+    return evidence

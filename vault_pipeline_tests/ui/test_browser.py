@@ -179,8 +179,9 @@ def test_4_tampered_cold_object_fails_its_check_naming_the_key(ui_stack: UiStack
     expect(page).to_have_url(RUN_URL)
     expect(page.get_by_text(f"partition: {ui_stack.partition}", exact=True).first).to_be_visible()
     expect(page.get_by_text("Failure", exact=True).first).to_be_visible(timeout=RUN_TIMEOUT_MS)
-    # The log keeps its end in view (older events are not rendered): the run's failure names the step.
-    expect(page.get_by_text("Steps failed: ['cold_copies_checksum']").first).to_be_visible()
+    # The log keeps its end in view (older events are not rendered): the run's failure names the step (the
+    # six checks are one step, checks/cold_copies.py); the Checks tab below names the check.
+    expect(page.get_by_text("Steps failed: ['cold_copies_audit']").first).to_be_visible()
     screenshot(page, "09-checks-run-failure")
 
     # The asset's Checks tab: checksum failed for the day, the other five passed, the key is named.
