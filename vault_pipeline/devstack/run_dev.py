@@ -2,7 +2,7 @@
 
     python -m vault_pipeline.devstack.run_dev ROOT --pg-port P --hot-port H --cold-port C --ui-port U
 
-The same function as the CLI's `dev` command (vault_pipeline/cli.py), with the same dagster.yaml and
+The same function as the CLI's `dev` command (vault_pipeline/cli/main.py), with the same dagster.yaml and
 workspace.yaml: the embedded stack under ROOT, `dagster dev` with DAGSTER_HOME = ROOT/dagster_home and
 the sensors running by default. Only the root and the ports differ from `make run` (fixed ports there).
 SIGINT stops everything in order (Dagster, the S3 sites, PostgreSQL), exactly like Ctrl-C in `make run`.
@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vault_pipeline.cli import REPO_ROOT
+from vault_pipeline.cli.main import REPO_ROOT
 from vault_pipeline.devstack.runner import run_stack_forever
 
 

@@ -51,7 +51,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vault_pipeline.commands.errors import EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS, CommandError, one_line, require_env
+from vault_pipeline.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS, CommandError, one_line, require_env
 
 NAME = "vault-pipeline restore"
 S3_SITE = "cold site"  # how run_reporting_errors names the S3 site in an S3 error
@@ -168,9 +168,8 @@ def _finish(args: argparse.Namespace, state: dict[str, Any], verdict: str, messa
 
 
 def _restore(args: argparse.Namespace, state: dict[str, Any]) -> int:
-    from vault_pipeline.commands.common import tracking_connection
-    from vault_pipeline.commands.progress import Progress
-    from vault_pipeline.journal.commands import cold_client_from_env
+    from vault_pipeline.cli.common import cold_client_from_env, tracking_connection
+    from vault_pipeline.cli.progress import Progress
     from vault_pipeline.journal.segments import SegmentStore
     from vault_pipeline.retrieval.resolve import resolve
     from vault_pipeline.retrieval.restore import Outcome, RetrievalOptions, Retriever

@@ -31,10 +31,10 @@ def run_reporting_errors(name: str, handler: Callable[[argparse.Namespace], int]
     import psycopg
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from vault_pipeline.cli.dagster_api import DagsterApiError
     from vault_pipeline.journal.chain import ChainError
     from vault_pipeline.journal.segments import JournalError
     from vault_pipeline.journal.signing import SigningKeyError
-    from vault_pipeline.operations.dagster_api import DagsterApiError
     from vault_pipeline.replication.errors import describe_s3_error
     from vault_pipeline.replication.tracking import redact_dsn
     from vault_pipeline.settings import ConfigurationError

@@ -12,9 +12,9 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from vault_pipeline.commands.common import add_dagster_url_argument, dagster_url, hot_bucket, tracking_connection
-from vault_pipeline.commands.errors import EXIT_OK, EXIT_PROBLEMS
-from vault_pipeline.commands.progress import format_amount
+from vault_pipeline.cli.common import add_dagster_url_argument, dagster_url, hot_bucket, tracking_connection
+from vault_pipeline.cli.errors import EXIT_OK, EXIT_PROBLEMS
+from vault_pipeline.cli.progress import format_amount
 
 STATUSES = ("replicated", "pending", "in_progress", "failed")
 
@@ -30,8 +30,8 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vault_pipeline.operations.dagster_api import DagsterApi
-    from vault_pipeline.operations.status import collect_status
+    from vault_pipeline.cli.dagster_api import DagsterApi
+    from vault_pipeline.cli.status_report import collect_status
     from vault_pipeline.settings import load_settings
 
     settings, _ = load_settings()

@@ -25,10 +25,10 @@ from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
-from vault_pipeline.journal.commands import add_journal_commands, run_journal_command
+from vault_pipeline.cli.journal import add_journal_commands, run_journal_command
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# command name -> module under vault_pipeline.commands with add_parser(commands) and run(args)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# command name -> module under vault_pipeline.cli with add_parser(commands) and run(args)
 OPERATOR_COMMANDS = {"status": "status", "retry-failed": "retry_failed", "restore": "restore"}
 # `dev` and `stack` run the embedded stack, whose servers are the dev extra (pyproject.toml), not a
 # production dependency: a plain `pip install vault-pipeline` has none of them.
@@ -51,7 +51,7 @@ def missing_dev_extra() -> list[str]:
 
 
 def _operator_module(command: str) -> ModuleType:
-    return importlib.import_module(f"vault_pipeline.commands.{OPERATOR_COMMANDS[command]}")
+    return importlib.import_module(f"vault_pipeline.cli.{OPERATOR_COMMANDS[command]}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "journal":
         return run_journal_command(args)
     if args.command in OPERATOR_COMMANDS:
-        from vault_pipeline.commands.errors import run_reporting_errors
+        from vault_pipeline.cli.errors import run_reporting_errors
 
         module = _operator_module(args.command)
         return run_reporting_errors(f"vault-pipeline {args.command}", module.run, args,

@@ -16,9 +16,9 @@ import datetime as dt
 import getpass
 from typing import Any
 
-from vault_pipeline.commands.common import add_dagster_url_argument, dagster_url, hot_bucket, tracking_connection
-from vault_pipeline.commands.errors import EXIT_OK, EXIT_PROBLEMS, CommandError
-from vault_pipeline.commands.progress import Progress
+from vault_pipeline.cli.common import add_dagster_url_argument, dagster_url, hot_bucket, tracking_connection
+from vault_pipeline.cli.errors import EXIT_OK, EXIT_PROBLEMS, CommandError
+from vault_pipeline.cli.progress import Progress
 
 
 def _day(value: str) -> dt.date:
@@ -42,8 +42,8 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vault_pipeline.operations.dagster_api import DagsterApi
-    from vault_pipeline.operations.retry import day_outcome, failed_rows_by_day, launch_retries, wait_for_runs
+    from vault_pipeline.cli.dagster_api import DagsterApi
+    from vault_pipeline.cli.retry_runs import day_outcome, failed_rows_by_day, launch_retries, wait_for_runs
     from vault_pipeline.partitions import partition_key_for
 
     bucket = hot_bucket(args)

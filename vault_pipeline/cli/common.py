@@ -1,4 +1,5 @@
-"""What the operator commands share: the tracking database connection, the hot bucket, Dagster's URL."""
+"""What the operator commands share: the tracking database connection, the cold site's client, the hot
+bucket, Dagster's URL."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from vault_pipeline.commands.errors import CommandError, require_env
+from vault_pipeline.cli.errors import CommandError, require_env
 
 
 def add_dagster_url_argument(parser: argparse.ArgumentParser) -> None:
@@ -41,3 +42,22 @@ def tracking_connection() -> Iterator[Any]:
     with psycopg.connect(dsn, autocommit=True, connect_timeout=15) as conn:
         conn.execute("SET default_transaction_read_only = on")
         yield conn
+
+
+def cold_client_from_env(why: str) -> tuple[Any, str, Any]:
+    """(S3 client of the cold site, cold bucket, VaultSettings), configured exactly as the pipeline is;
+    CommandError naming every missing variable, `why` saying who needs them."""
+    from vault_pipeline.replication.s3client import SiteConfig, make_client
+    from vault_pipeline.settings import load_settings
+
+    settings, _ = load_settings()
+    env = require_env("AWS_S3_BUCKET_DOCUMENTS_COLD", "AWS_S3_ACCESS_KEY_ID", "AWS_S3_SECRET_ACCESS_KEY", why=why)
+    site = SiteConfig(
+        name="cold", endpoint_url=os.environ.get("AWS_S3_ENDPOINT", "").strip() or None, region=settings.cold_region,
+        access_key_id=env["AWS_S3_ACCESS_KEY_ID"], secret_access_key=env["AWS_S3_SECRET_ACCESS_KEY"],
+        bucket=env["AWS_S3_BUCKET_DOCUMENTS_COLD"], addressing_style=settings.cold_addressing_style,
+        request_checksum_calculation=settings.cold_request_checksum_calculation,
+        response_checksum_validation=settings.cold_response_checksum_validation, max_pool_connections=8,
+        lean_client=settings.cold_lean_client,
+    )
+    return make_client(site), site.bucket, settings

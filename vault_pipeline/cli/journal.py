@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vault_pipeline.commands.errors import EXIT_OK, EXIT_PROBLEMS, CommandError, require_env, run_reporting_errors
+from vault_pipeline.cli.common import cold_client_from_env
+from vault_pipeline.cli.errors import EXIT_OK, EXIT_PROBLEMS, CommandError, run_reporting_errors
 
 
 def add_journal_commands(commands: Any) -> None:
@@ -45,30 +46,11 @@ def add_journal_commands(commands: Any) -> None:
 JOURNAL_NEEDS_COLD = "the journal commands read the cold site's settings from the same environment as the pipeline"
 
 
-def cold_client_from_env(why: str = JOURNAL_NEEDS_COLD) -> tuple[Any, str, Any]:
-    """(S3 client of the cold site, cold bucket, VaultSettings), configured exactly as the pipeline is;
-    CommandError naming every missing variable, `why` saying who needs them."""
-    from vault_pipeline.replication.s3client import SiteConfig, make_client
-    from vault_pipeline.settings import load_settings
-
-    settings, _ = load_settings()
-    env = require_env("AWS_S3_BUCKET_DOCUMENTS_COLD", "AWS_S3_ACCESS_KEY_ID", "AWS_S3_SECRET_ACCESS_KEY", why=why)
-    site = SiteConfig(
-        name="cold", endpoint_url=os.environ.get("AWS_S3_ENDPOINT", "").strip() or None, region=settings.cold_region,
-        access_key_id=env["AWS_S3_ACCESS_KEY_ID"], secret_access_key=env["AWS_S3_SECRET_ACCESS_KEY"],
-        bucket=env["AWS_S3_BUCKET_DOCUMENTS_COLD"], addressing_style=settings.cold_addressing_style,
-        request_checksum_calculation=settings.cold_request_checksum_calculation,
-        response_checksum_validation=settings.cold_response_checksum_validation, max_pool_connections=8,
-        lean_client=settings.cold_lean_client,
-    )
-    return make_client(site), site.bucket, settings
-
-
 def cold_store_from_env() -> Any:
     """The journal's SegmentStore over the cold site, configured exactly as the pipeline is."""
     from vault_pipeline.journal.segments import SegmentStore
 
-    client, bucket, settings = cold_client_from_env()
+    client, bucket, settings = cold_client_from_env(JOURNAL_NEEDS_COLD)
     return SegmentStore(client, bucket, prefix=settings.journal_prefix)
 
 
@@ -80,7 +62,7 @@ def public_keys_from_env() -> list[str]:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from vault_pipeline.commands.progress import Progress
+    from vault_pipeline.cli.progress import Progress
     from vault_pipeline.journal.verify import verify_journal
 
     with Progress() as display:

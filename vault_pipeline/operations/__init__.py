@@ -1,1 +1,0 @@
-"""Operator-facing work in plain Python: the Dagster API client, the status report, retries of failed rows."""
