@@ -78,7 +78,7 @@ def verification_report(
     lag = lag_percentiles(frame)
     prices = Prices(verification.price_archive_gb_month, verification.price_standard_gb_month)
     replicated = frame[frame["status"] == "replicated"]
-    day_cost = monthly_cost(len(replicated), int(replicated["size"].sum()), prices)
+    day_cost = monthly_cost(len(replicated), int(replicated["ovh_size"].sum()), prices)
     all_objects, all_bytes = store.cold_totals(hot_site.bucket)
     coverage = coverage_statement(store.days_by_last_verification(hot_site.bucket), verification.period_days, now)
     metadata = {f"count_{c}": MetadataValue.int(n) for c, n in counts.items()}
