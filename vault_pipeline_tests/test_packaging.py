@@ -26,7 +26,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from vault_pipeline.cli import DEV_EXTRA
+from vault_pipeline.cli.main import DEV_EXTRA
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "vault_pipeline"

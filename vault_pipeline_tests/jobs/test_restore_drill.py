@@ -28,7 +28,9 @@ from botocore.exceptions import ClientError
 from dagster import DefaultScheduleStatus, DefaultSensorStatus, RunRequest, SkipReason, build_sensor_context
 
 from vault_pipeline.definitions import build_definitions
-from vault_pipeline.replication.restore_drill import DrillSettings, DrillStore, RestoreDrill, RestoreHeader
+from vault_pipeline.retrieval.cold import RestoreHeader
+from vault_pipeline.retrieval.drill_store import DrillSettings, DrillStore
+from vault_pipeline.retrieval.drills import RestoreDrill
 from vault_pipeline.settings import ConfigurationError, VaultSettings, load_settings
 from vault_pipeline_tests.conftest import Vault, sql, unique
 
@@ -194,14 +196,6 @@ def test_restore_in_progress_is_finished_by_a_later_run(vault: Vault, slow_moto_
 
     # Nothing pending any more: the sensor stays quiet.
     assert isinstance(sensor(build_sensor_context(instance=vault.instance, resources=vault.resources)), SkipReason)
-
-
-def test_restore_header_parsing() -> None:
-    done = RestoreHeader.parse('ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"')
-    assert done is not None and not done.ongoing
-    assert done.expiry == dt.datetime(2012, 12, 21, tzinfo=dt.UTC)
-    assert RestoreHeader.parse('ongoing-request="true"').ongoing  # type: ignore[union-attr]
-    assert RestoreHeader.parse(None) is None and RestoreHeader.parse("garbage") is None
 
 
 def test_drill_settings_and_wiring(monkeypatch: pytest.MonkeyPatch) -> None:

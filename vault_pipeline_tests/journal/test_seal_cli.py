@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vault_pipeline.cli import main
+from vault_pipeline.cli.main import main
 from vault_pipeline.journal.chain import canonical_json
 from vault_pipeline.journal.seal import seal_through
 from vault_pipeline.journal.signing import SealSigner

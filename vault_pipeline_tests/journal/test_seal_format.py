@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vault_pipeline.cli import main
+from vault_pipeline.cli.main import main
 from vault_pipeline.journal.chain import GENESIS_HASH, canonical_json
 from vault_pipeline.journal.merkle import leaf_hash
 from vault_pipeline.journal.seal_format import (

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
+from vault_pipeline.cli.dagster_api import DagsterApi
 from vault_pipeline.devstack.devserver import DevServer
 from vault_pipeline.devstack.site import s3_client
-from vault_pipeline.operations.dagster_api import DagsterApi
 from vault_pipeline.partitions import partition_key_for
 from vault_pipeline_tests.stackfixtures import stack_processes
 

@@ -23,9 +23,9 @@ import psycopg
 import pytest
 from dagster import DagsterInstance
 
+from vault_pipeline.cli.dagster_api import DagsterApi
 from vault_pipeline.devstack.devserver import DevServer
 from vault_pipeline.devstack.site import s3_client
-from vault_pipeline.operations.dagster_api import DagsterApi
 from vault_pipeline.partitions import partition_key_for
 from vault_pipeline.replication.inventory import list_page
 from vault_pipeline.replication.tracking import TrackingStore

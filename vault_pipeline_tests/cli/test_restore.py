@@ -6,9 +6,9 @@ restore report `ongoing-request="true"` once (see vault_pipeline_tests/jobs/test
 the command's polling is exercised through a real "still restoring" answer. moto's RestoreObject ignores
 VersionId (it restores the latest version), so restoring an earlier version is tested on SeaweedFS only.
 
-The last tests drive `Retriever` with a scripted client for what real servers cannot be made to do on
-demand: bytes that do not match records that agree, a stream that breaks half-way, a restore that
-outlasts the timeout.
+What real servers cannot be made to do on demand (bytes that do not match records that agree, a stream
+that breaks half-way, a restore that outlasts the timeout) is tested on `Retriever` with a scripted
+client: vault_pipeline_tests/retrieval/test_restore.py.
 """
 
 from __future__ import annotations
@@ -19,23 +19,12 @@ import os
 import pty
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, ConnectionClosedError
+from botocore.exceptions import ClientError
 
-from vault_pipeline.commands.restore import parse_duration
-from vault_pipeline.replication.retrieval import (
-    JournalWitness,
-    Outcome,
-    RetrievalOptions,
-    RetrievalRefused,
-    Retriever,
-    StillRestoring,
-    Target,
-)
+from vault_pipeline.cli.restore import parse_duration
 from vault_pipeline_tests.conftest import REPO, Vault, sql, unique
 
 MiB = 1024 * 1024
@@ -345,93 +334,6 @@ def test_memory_does_not_grow_with_the_object(vault: Vault, tmp_path: Path) -> N
     print(f"peak RSS: {small_rss / 1024:.1f} MiB for 4 bytes, {big_rss / 1024:.1f} MiB for 96 MiB")
     assert (tmp_path / "big.bin").stat().st_size == 96 * MiB
     assert big_rss - small_rss < 24 * 1024, (small_rss, big_rss)  # KiB: far below the object's 96 MiB
-
-
-# ---------------------------------------------------------------------------------------------------
-# Scripted client: what real servers do not do on demand
-
-
-class Body:
-    def __init__(self, data: bytes, break_after: int | None = None) -> None:
-        self.data, self.break_after = data, break_after
-
-    def iter_chunks(self, size: int) -> Iterator[bytes]:
-        for start in range(0, len(self.data), size):
-            if self.break_after is not None and start >= self.break_after:
-                raise ConnectionClosedError(endpoint_url="scripted")
-            yield self.data[start:start + size]
-
-    def close(self) -> None:
-        pass
-
-
-class ScriptedCold:
-    def __init__(self, data: bytes, *, break_after: int | None = None, restore_header: str | None = None) -> None:
-        self.data, self.break_after, self.restore_header = data, break_after, restore_header
-        self.gets: list[str | None] = []
-        self.restores = 0
-
-    def get_object(self, **kwargs: Any) -> dict[str, Any]:
-        self.gets.append(kwargs.get("Range"))
-        offset = int(kwargs["Range"][6:-1]) if "Range" in kwargs else 0
-        broken = self.break_after if len(self.gets) == 1 else None
-        return {"Body": Body(self.data[offset:], broken)}
-
-    def head_object(self, **kwargs: Any) -> dict[str, Any]:
-        head = {"ContentLength": len(self.data), "StorageClass": "DEEP_ARCHIVE", "Metadata": {}}
-        if self.restore_header:
-            head["Restore"] = self.restore_header
-        return head
-
-    def restore_object(self, **kwargs: Any) -> dict[str, Any]:
-        self.restores += 1
-        self.restore_header = 'ongoing-request="true"'
-        return {"ResponseMetadata": {"HTTPStatusCode": 202}}
-
-
-def target_for(data: bytes) -> Target:
-    sha = hashlib.sha256(data).hexdigest()
-    return Target(key="k/doc.pdf", source_bucket="hot", cold_bucket="cold", version_id="v1", current=True,
-                  sha256=sha, size=len(data), db_sha256=sha, db_source="test",
-                  journal=JournalWitness(seq=1, segment="s", sha256=sha, size=len(data), found_via="index"))
-
-
-def test_bytes_that_do_not_verify_are_removed(tmp_path: Path) -> None:
-    expected = b"the document as recorded" * 1000
-    cold = ScriptedCold(b"something else entirely" * 1000)
-    retriever = Retriever(cold, "cold", RetrievalOptions(chunk_size=64 * 1024))
-    outcome = Outcome(target=target_for(expected))
-    with pytest.raises(RetrievalRefused, match="did not verify: SHA-256 of the bytes read"):
-        retriever.download(outcome.target, tmp_path / "doc.pdf", outcome)
-    assert list(tmp_path.iterdir()) == [] and outcome.verified is False
-
-
-def test_a_broken_stream_resumes_where_it_stopped(tmp_path: Path) -> None:
-    data = os.urandom(5 * 64 * 1024 + 123)
-    cold = ScriptedCold(data, break_after=2 * 64 * 1024)
-    retriever = Retriever(cold, "cold", RetrievalOptions(chunk_size=64 * 1024))
-    outcome = Outcome(target=target_for(data))
-    retriever.download(outcome.target, tmp_path / "doc.pdf", outcome)
-    assert (tmp_path / "doc.pdf").read_bytes() == data
-    assert cold.gets == [None, f"bytes={2 * 64 * 1024}-"] and outcome.resumed_reads == 1
-
-
-def test_the_timeout_ends_the_wait_and_a_rerun_does_not_request_again() -> None:
-    data = b"archived"
-    cold = ScriptedCold(data)
-    now = [0.0]
-    options = RetrievalOptions(poll_seconds=60, timeout_seconds=150)
-    retriever = Retriever(cold, "cold", options, clock=lambda: now[0],
-                          sleep=lambda s: now.__setitem__(0, now[0] + s))
-    outcome = Outcome(target=target_for(data), storage_class="DEEP_ARCHIVE")
-    with pytest.raises(StillRestoring, match=r"still in progress after 2m30s \(tier Standard, expected within 12 h\)"):
-        retriever.wait_until_readable(outcome.target, cold.head_object(), outcome)
-    assert cold.restores == 1 and outcome.checks == 3 and outcome.ongoing_answers == 3  # at 60, 120, 150 s
-
-    again = Outcome(target=target_for(data), storage_class="DEEP_ARCHIVE")
-    with pytest.raises(StillRestoring):
-        retriever.wait_until_readable(again.target, cold.head_object(), again)
-    assert cold.restores == 1 and again.restore == "resumed"
 
 
 def test_durations() -> None:

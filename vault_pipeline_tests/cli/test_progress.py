@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vault_pipeline.commands.progress import Progress, format_amount
+from vault_pipeline.cli.progress import Progress, format_amount
 
 
 def test_amounts_are_human_readable() -> None:
