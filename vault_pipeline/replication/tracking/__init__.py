@@ -1,0 +1,34 @@
+"""PostgreSQL manifest: vault_secure.replication_status and audit_logs.
+
+Rows move pending -> in_progress -> replicated | failed. A worker claims rows with
+SELECT ... FOR UPDATE SKIP LOCKED and holds them with a lease it keeps renewing; a row whose lease
+expired (its worker died) is claimable again. Writes of a finished copy check the lease so that a worker
+that lost its row never overwrites the new owner's work.
+
+One module per responsibility, one store that has them all:
+
+    connection.py    pool, schema migrations, the audit log writer
+    records.py       ClaimedRow, ReplicationOutcome, RegisterResult
+    registration.py  listing pages diffed against the manifest
+    claims.py        claims and leases
+    results.py       verified copies and failures (rows, audit log, journal entries)
+    hot_deletion.py  rows whose hot object may go, and the record that it went
+    reports.py       read-only questions, and the record of a verification
+"""
+
+from vault_pipeline.replication.tracking.claims import Claims
+from vault_pipeline.replication.tracking.connection import TrackingDatabaseError, redact_dsn
+from vault_pipeline.replication.tracking.hot_deletion import HotDeletion
+from vault_pipeline.replication.tracking.records import ClaimedRow, RegisterResult, ReplicationOutcome
+from vault_pipeline.replication.tracking.registration import Registration
+from vault_pipeline.replication.tracking.reports import Reports
+from vault_pipeline.replication.tracking.results import Results
+
+
+class TrackingStore(Registration, Claims, Results, HotDeletion, Reports):
+    """Thin data-access layer over the tracking database; one instance per process, thread-safe through its
+    pool (see TrackingConnection)."""
+
+
+__all__ = ["ClaimedRow", "RegisterResult", "ReplicationOutcome", "TrackingDatabaseError", "TrackingStore",
+           "redact_dsn"]

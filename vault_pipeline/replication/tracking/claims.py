@@ -1,0 +1,81 @@
+"""Work claiming: rows move pending -> in_progress under a lease that the worker keeps renewing; a row
+whose lease expired (its worker died) is claimable again."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from vault_pipeline.replication.tracking.connection import TrackingConnection
+from vault_pipeline.replication.tracking.records import ClaimedRow
+
+
+class Claims(TrackingConnection):
+    def claim(
+        self,
+        *,
+        owner: str,
+        source_bucket: str,
+        first_day: dt.date,
+        last_day: dt.date,
+        limit: int,
+        lease_seconds: float,
+        not_attempted_since: dt.datetime,
+    ) -> list[ClaimedRow]:
+        """Claim up to `limit` rows of the day range that need work and were not tried since the given
+        time (so a run never re-claims what it just failed)."""
+        with self.pool.connection() as conn, conn.transaction():
+            rows = conn.execute(
+                """
+                WITH candidates AS (
+                    SELECT id, status AS previous_status FROM vault_secure.replication_status
+                    WHERE bucket_source = %(src)s AND partition_day BETWEEN %(d0)s AND %(d1)s
+                      AND (status IN ('pending', 'failed')
+                           OR (status = 'in_progress' AND lease_expires_at < now()))
+                      AND (last_attempt_at IS NULL OR last_attempt_at < %(since)s)
+                    ORDER BY partition_day, id
+                    LIMIT %(limit)s
+                    FOR UPDATE SKIP LOCKED
+                )
+                UPDATE vault_secure.replication_status r SET
+                    status = 'in_progress', lease_owner = %(owner)s,
+                    lease_expires_at = now() + make_interval(secs => %(lease)s),
+                    last_attempt_at = clock_timestamp(), updated_at = now()
+                FROM candidates c
+                WHERE r.id = c.id
+                RETURNING r.id, r.s3_key, r.ovh_etag, r.ovh_size, r.source_last_modified,
+                          r.partition_day, r.retry_count, r.cold_upload_id, r.aws_version_id,
+                          c.previous_status = 'in_progress'
+                """,
+                {"owner": owner, "lease": lease_seconds, "src": source_bucket, "d0": first_day,
+                 "d1": last_day, "limit": limit, "since": not_attempted_since},
+            ).fetchall()
+        return [ClaimedRow(*row) for row in rows]
+
+    def renew_leases(self, owner: str, lease_seconds: float) -> int:
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.execute(
+                "UPDATE vault_secure.replication_status SET lease_expires_at = now() + make_interval(secs => %s)"
+                " WHERE lease_owner = %s AND status = 'in_progress'",
+                (lease_seconds, owner),
+            )
+            return cur.rowcount
+
+    def release(self, owner: str) -> int:
+        """Give back rows still held (a run stopping early) so the next run need not wait for the lease."""
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.execute(
+                "UPDATE vault_secure.replication_status SET status = 'pending', lease_owner = NULL,"
+                " lease_expires_at = NULL, updated_at = now()"
+                " WHERE lease_owner = %s AND status = 'in_progress'",
+                (owner,),
+            )
+            return cur.rowcount
+
+    def record_upload_id(self, row_id: int, owner: str, upload_id: str | None) -> None:
+        """Remember an open multipart upload before sending parts, so a crash can be cleaned up."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(
+                "UPDATE vault_secure.replication_status SET cold_upload_id = %s, updated_at = now()"
+                " WHERE id = %s AND lease_owner = %s",
+                (upload_id, row_id, owner),
+            )

@@ -1,0 +1,173 @@
+"""Results of copies: a verified copy (row, audit log and journal entry in one transaction) or a failure.
+Every write checks the lease, so a worker that lost its row never overwrites the new owner's work."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from vault_pipeline.journal import outbox as journal
+from vault_pipeline.journal.entries import copy_fields, retention_fields
+from vault_pipeline.replication.evidence import EVIDENCE_DETAIL, evidence_record
+from vault_pipeline.replication.tracking.connection import TrackingConnection
+from vault_pipeline.replication.tracking.records import ClaimedRow, ReplicationOutcome
+
+
+class Results(TrackingConnection):
+    def mark_replicated(
+        self, row: ClaimedRow, owner: str, outcome: ReplicationOutcome, *, run_id: str | None,
+        duration_s: float,
+    ) -> str:
+        """Record a verified copy. Returns the new status ('replicated', or 'pending' when the source
+        changed again while it was being copied, or 'lost' when another worker holds the row now)."""
+        return self.mark_replicated_many([(row, outcome, duration_s)], owner, run_id=run_id)[0]
+
+    def mark_replicated_many(
+        self, copies: Sequence[tuple[ClaimedRow, ReplicationOutcome, float]], owner: str, *, run_id: str | None,
+    ) -> list[str]:
+        """Record verified copies in one transaction (rows, audit entries, journal entries); the status of
+        each, in order, as mark_replicated. One commit for many copies is what makes small objects fast."""
+        with self.pool.connection() as conn, conn.transaction():
+            current = {r[0]: r[1:] for r in conn.execute(
+                "SELECT id, lease_owner, status, ovh_etag, aws_version_id, previous_cold_version_ids,"
+                " bucket_source FROM vault_secure.replication_status WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+                ([row.id for row, _, _ in copies],),
+            )}
+            statuses: list[str] = []
+            updates: list[dict[str, Any]] = []
+            for row, outcome, _ in copies:
+                found = current.get(row.id)
+                if found is None or found[0] != owner or found[1] != "in_progress":
+                    statuses.append("lost")
+                    continue
+                _, _, listed_etag, old_version, previous, _ = found
+                previous = list(previous or [])
+                if old_version and old_version != outcome.cold_version_id and old_version not in previous:
+                    previous.append(old_version)
+                # The listing may have seen newer content while we copied: keep the row pending for it.
+                source_moved = listed_etag not in (row.ovh_etag, outcome.source_etag)
+                statuses.append("pending" if source_moved else "replicated")
+                updates.append(_replicated_params(row, outcome, statuses[-1], source_moved, previous))
+            written: dict[int, dict[str, Any]] = {}
+            if updates:
+                columns = {name: [u[name] for u in updates] for name in _MARK_REPLICATED_ARRAYS}
+                columns["prev"] = [json.dumps(u["prev"]) for u in updates]
+                with conn.cursor(row_factory=dict_row) as cur:
+                    for written_row in cur.execute(_MARK_REPLICATED_SQL, columns).fetchall():
+                        written[written_row["id"]] = written_row
+            entries: list[dict[str, Any]] = []
+            audits: list[tuple[Any, ...]] = []
+            for (row, outcome, duration_s), status in zip(copies, statuses, strict=True):
+                if status == "lost":
+                    continue
+                done = written[row.id]
+                # The journal entry commits with the row: a verified copy is journaled exactly once.
+                copied = {**done, "ovh_etag": outcome.source_etag, "ovh_size": outcome.file_size,
+                          "source_last_modified": outcome.source_last_modified}
+                if outcome.lock_repaired:
+                    entries.append(retention_fields(copied, run_id=run_id, how=outcome.lock_repaired))
+                entries.append(copy_fields(copied, run_id=run_id, adopted=outcome.adopted))
+                details = {f.name: _jsonable(getattr(outcome, f.name)) for f in fields(outcome)
+                           if f.name != "evidence"}
+                details["duration_s"] = round(duration_s, 3)
+                details["status_after"] = status
+                if outcome.evidence is not None and status == "replicated":  # for this run's checks
+                    details[EVIDENCE_DETAIL] = evidence_record(outcome.evidence, outcome.source_etag)
+                audits.append((row.s3_key, done["bucket_source"], json.dumps(details)))
+            journal.enqueue_many(conn, entries)
+            if audits:
+                conn.execute(
+                    "INSERT INTO vault_secure.audit_logs (event_type, object_key, source_bucket, run_id, metadata)"
+                    " SELECT 'REPLICATION_SUCCESS', object_key, source_bucket, %s, metadata::jsonb"
+                    " FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY"
+                    " AS a (object_key, source_bucket, metadata, n) ORDER BY n",
+                    (run_id, [a[0] for a in audits], [a[1] for a in audits], [a[2] for a in audits]))
+        return statuses
+
+    def mark_failed(
+        self, row: ClaimedRow, owner: str, *, error: str, failed_attempts: int, run_id: str | None,
+        source_bucket: str,
+    ) -> bool:
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.execute(
+                """
+                UPDATE vault_secure.replication_status SET
+                    status = 'failed', error_message = %s, retry_count = retry_count + %s, failed_at = now(),
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+                WHERE id = %s AND lease_owner = %s AND status = 'in_progress'
+                """,
+                (error[:4000], failed_attempts, row.id, owner),
+            )
+            self._audit(conn, "REPLICATION_FAILURE", row.s3_key, run_id,
+                        {"error": error[:4000], "failed_attempts": failed_attempts}, bucket=source_bucket)
+            return cur.rowcount == 1
+
+    def record_event(self, event: str, key: str, *, source_bucket: str, details: dict[str, Any],
+                     run_id: str | None = None) -> None:
+        """One audit log entry outside the copy path (e.g. a document restored by an operator)."""
+        with self.pool.connection() as conn, conn.transaction():
+            self._audit(conn, event, key, run_id, details, bucket=source_bucket)
+
+    def journal(self, fields: dict[str, Any]) -> None:
+        """Queue a journal entry for a cold write that has no row of its own (a report)."""
+        with self.pool.connection() as conn, conn.transaction():
+            journal.enqueue(conn, fields)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+# One statement for a whole group of copies: each column travels as an array (unnest), instead of one
+# UPDATE per copy, whose per-statement cost dominated recording small documents.
+_MARK_REPLICATED_ARRAYS = ("id", "status", "moved", "etag", "sver", "size", "lm", "day", "sha", "ck", "ckt", "ps",
+                           "dt", "sdt", "years", "until", "base", "sc", "ver", "cetag", "adopted", "docid", "userid")
+_MARK_REPLICATED_SQL = """
+    UPDATE vault_secure.replication_status AS r SET
+        status = u.status, ovh_etag = CASE WHEN u.moved THEN r.ovh_etag ELSE u.etag END,
+        source_version_id = u.sver, ovh_size = CASE WHEN u.moved THEN r.ovh_size ELSE u.size END,
+        source_last_modified = CASE WHEN u.moved THEN r.source_last_modified ELSE u.lm END,
+        partition_day = CASE WHEN u.moved THEN r.partition_day ELSE u.day END,
+        sha256 = u.sha, cold_checksum = u.ck, cold_checksum_type = u.ckt, part_size = u.ps,
+        document_type = u.dt, source_document_type = u.sdt, retention_years = u.years,
+        aws_object_lock_until = u.until, retention_base = u.base, storage_class = u.sc,
+        aws_version_id = u.ver, aws_etag = u.cetag, cold_upload_id = NULL,
+        previous_cold_version_ids = ARRAY(SELECT jsonb_array_elements_text(u.prev::jsonb)),
+        replication_count = r.replication_count + CASE WHEN u.adopted THEN 0 ELSE 1 END,
+        document_id = u.docid::uuid, user_id = u.userid::uuid,
+        -- failed_at stays until the row is replicated (a row left pending for newer content keeps it)
+        failed_at = CASE WHEN u.status = 'replicated' THEN NULL ELSE r.failed_at END,
+        error_message = NULL, replicated_at = now(), verified_at = now(),
+        lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), journaled = true
+    FROM unnest(%(id)s::bigint[], %(status)s::text[], %(moved)s::boolean[], %(etag)s::text[], %(sver)s::text[],
+                %(size)s::bigint[], %(lm)s::timestamptz[], %(day)s::date[], %(sha)s::text[], %(ck)s::text[],
+                %(ckt)s::text[], %(ps)s::bigint[], %(dt)s::text[], %(sdt)s::text[], %(years)s::integer[],
+                %(until)s::timestamptz[], %(base)s::text[], %(sc)s::text[], %(ver)s::text[], %(cetag)s::text[],
+                %(adopted)s::boolean[], %(prev)s::text[], %(docid)s::text[], %(userid)s::text[])
+        AS u (id, status, moved, etag, sver, size, lm, day, sha, ck, ckt, ps, dt, sdt, years, until, base, sc, ver,
+              cetag, adopted, prev, docid, userid)
+    WHERE r.id = u.id
+    RETURNING r.*
+"""
+
+
+def _replicated_params(row: ClaimedRow, outcome: ReplicationOutcome, status: str, source_moved: bool,
+                       previous: list[str]) -> dict[str, Any]:
+    return {"status": status, "moved": source_moved, "etag": outcome.source_etag,
+            "sver": outcome.source_version_id, "size": outcome.file_size, "lm": outcome.source_last_modified,
+            "day": outcome.source_last_modified.astimezone(dt.UTC).date(), "sha": outcome.sha256,
+            "ck": outcome.cold_checksum, "ckt": outcome.cold_checksum_type, "ps": outcome.part_size,
+            "dt": outcome.document_type, "sdt": outcome.source_document_type,
+            "years": outcome.retention_years, "until": outcome.retain_until, "base": outcome.retention_base,
+            "sc": outcome.storage_class, "ver": outcome.cold_version_id, "cetag": outcome.cold_etag,
+            "prev": previous, "adopted": outcome.adopted, "id": row.id, "docid": outcome.document_id,
+            "userid": outcome.user_id}
