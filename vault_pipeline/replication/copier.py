@@ -20,10 +20,8 @@ import datetime as dt
 import hashlib
 import logging
 import math
-import os
 import shutil
 import tempfile
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -38,6 +36,7 @@ from vault_pipeline.replication.errors import CopyError, wrap
 from vault_pipeline.replication.identity import application_ids
 from vault_pipeline.replication.inventory import strip_etag
 from vault_pipeline.replication.policy import ResolvedRetention, RetentionPolicy
+from vault_pipeline.replication.spool import READ_CHUNK, SPOOL_BUDGET, SPOOL_FREE_MARGIN, MiB, PartHasher, SpoolFile
 from vault_pipeline.replication.tracking import ReplicationOutcome
 from vault_pipeline.replication.verify import (
     META_DOCUMENT_TYPE,
@@ -58,9 +57,7 @@ from vault_pipeline.replication.verify import (
 
 log = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
 MAX_PARTS = 10_000
-READ_CHUNK = 1 * MiB
 
 
 @dataclass(frozen=True)
@@ -97,95 +94,6 @@ class SourceObject:
 
 
 UploadHook = Callable[[str | None], None]
-
-
-class _SpoolBudget:
-    """Bytes of spool files in use by this process's copies."""
-
-    def __init__(self) -> None:
-        self._used = 0
-        self._lock = threading.Lock()
-
-    def reserve(self, size: int, limit: int) -> bool:
-        with self._lock:
-            if self._used + size > limit:
-                return False
-            self._used += size
-            return True
-
-    def release(self, size: int) -> None:
-        with self._lock:
-            self._used -= size
-
-
-_SPOOL_BUDGET = _SpoolBudget()
-SPOOL_FREE_MARGIN = 1024 * MiB  # never fill the spool's file system: leave this much free
-
-
-class SpoolFile:
-    """An object's bytes on local disk while its parts are sent. The file is unlinked as soon as it is
-    created, so nothing is left behind whatever happens to the process; parts are read with pread."""
-
-    def __init__(self, directory: str, size: int) -> None:
-        self.size = size
-        fd, path = tempfile.mkstemp(prefix="vault-spool-", dir=directory)
-        os.unlink(path)
-        self._fd: int | None = fd
-        self.written = 0
-
-    def write(self, data: bytes | memoryview) -> None:
-        assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            done = os.write(self._fd, view)
-            view = view[done:]
-        self.written += len(data)
-
-    def chunks(self, start: int, length: int) -> Iterator[bytes]:
-        assert self._fd is not None
-        end = start + length
-        while start < end:
-            chunk = os.pread(self._fd, min(READ_CHUNK, end - start), start)
-            if not chunk:
-                raise CopyError(f"spool file ended at byte {start}, expected {end}")
-            start += len(chunk)
-            yield chunk
-
-    def read(self, start: int, length: int) -> bytes:
-        return b"".join(self.chunks(start, length))
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-class _PartHasher:
-    """SHA-256 digests of consecutive `part_size` slices of a stream fed in chunks of any size."""
-
-    def __init__(self, part_size: int) -> None:
-        self.part_size = part_size
-        self.digests: list[bytes] = []
-        self._part = hashlib.sha256()
-        self._in_part = 0
-
-    def update(self, chunk: bytes) -> None:
-        view = memoryview(chunk)
-        while view:
-            take = min(len(view), self.part_size - self._in_part)
-            self._part.update(view[:take])
-            self._in_part += take
-            view = view[take:]
-            if self._in_part == self.part_size:
-                self.digests.append(self._part.digest())
-                self._part, self._in_part = hashlib.sha256(), 0
-
-    def finish(self) -> list[bytes]:
-        """The digests, the last (short or empty) part included."""
-        if self._in_part or not self.digests:
-            self.digests.append(self._part.digest())
-            self._part, self._in_part = hashlib.sha256(), 0
-        return self.digests
 
 
 class ObjectCopier:
@@ -280,7 +188,7 @@ class ObjectCopier:
         `spool` on the way. The last value says whether the spool holds the whole object (a write that
         fails, e.g. a full disk, only costs the spool: the parts are then read again from the hot site)."""
         whole = hashlib.sha256()
-        parts = _PartHasher(part_size)
+        parts = PartHasher(part_size)
         total = 0
         try:
             response = self.hot.get_object(Bucket=self.hot_bucket, Key=source.key, IfMatch=f'"{source.etag}"')
@@ -406,11 +314,11 @@ class ObjectCopier:
         finally:
             if spool is not None:
                 spool.close()
-                _SPOOL_BUDGET.release(source.size)
+                SPOOL_BUDGET.release(source.size)
 
     def _open_spool(self, source: SourceObject) -> SpoolFile | None:
         """A spool file for `source` when the budget and the disk allow, else None (ranged GETs)."""
-        if self.options.spool_max_bytes <= 0 or not _SPOOL_BUDGET.reserve(source.size, self.options.spool_max_bytes):
+        if self.options.spool_max_bytes <= 0 or not SPOOL_BUDGET.reserve(source.size, self.options.spool_max_bytes):
             return None
         directory = self.options.spool_dir or tempfile.gettempdir()
         try:
@@ -419,7 +327,7 @@ class ObjectCopier:
             return SpoolFile(directory, source.size)
         except OSError as exc:
             log.info("no spool file for %r (%s): its parts are read again from the hot site", source.key, exc)
-            _SPOOL_BUDGET.release(source.size)
+            SPOOL_BUDGET.release(source.size)
             return None
 
     def _copy_large_from(self, source: SourceObject, on_upload: UploadHook, spool: SpoolFile | None
@@ -468,7 +376,7 @@ class ObjectCopier:
 
     @staticmethod
     def _part_digests(spool: SpoolFile, part_size: int) -> list[bytes]:
-        parts = _PartHasher(part_size)
+        parts = PartHasher(part_size)
         for chunk in spool.chunks(0, spool.size):
             parts.update(chunk)
         return parts.finish()

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from vault_pipeline.replication import copier as copier_module
-from vault_pipeline.replication.copier import CopyOptions, ObjectCopier, SpoolFile
+from vault_pipeline.replication.copier import CopyOptions, ObjectCopier
 from vault_pipeline.replication.errors import CopyError
 from vault_pipeline.replication.lean_s3 import LeanS3Client
 from vault_pipeline.replication.policy import RetentionPolicy
 from vault_pipeline.replication.s3client import SiteConfig, make_client
+from vault_pipeline.replication.spool import SPOOL_BUDGET, SpoolFile
 from vault_pipeline.replication.verify import META_SHA256
 from vault_pipeline_tests.conftest import Vault
 
@@ -116,12 +116,12 @@ def test_a_source_replaced_between_the_passes_is_refused_by_the_pinned_ranged_ge
 
 def test_the_spool_budget_is_shared_and_given_back(vault: Vault, big: tuple[str, bytes]) -> None:
     key, _ = big
-    assert copier_module._SPOOL_BUDGET.reserve(60 * MiB, 64 * MiB)  # another copy holds most of it
+    assert SPOOL_BUDGET.reserve(60 * MiB, 64 * MiB)  # another copy holds most of it
     try:
         spooled = copier(vault)._open_spool(copier(vault)._head_source(key))
         assert spooled is None  # does not fit: ranged GETs
     finally:
-        copier_module._SPOOL_BUDGET.release(60 * MiB)
+        SPOOL_BUDGET.release(60 * MiB)
     copier(vault).replicate(key, listed_size=SIZE)
-    assert copier_module._SPOOL_BUDGET.reserve(64 * MiB, 64 * MiB)  # everything was given back
-    copier_module._SPOOL_BUDGET.release(64 * MiB)
+    assert SPOOL_BUDGET.reserve(64 * MiB, 64 * MiB)  # everything was given back
+    SPOOL_BUDGET.release(64 * MiB)
