@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -186,6 +186,12 @@ class VaultSettings(BaseSettings):
         if self.retention_policy_file is None:
             return RetentionPolicy.default()
         return RetentionPolicy.from_file(self.retention_policy_file)
+
+
+def setting_default(name: str) -> Any:
+    """The default of one VaultSettings field. Defaults are declared there only; the domain's option classes
+    (CopyOptions, EngineSettings, DrillSettings) take theirs from here, the resources have none."""
+    return VaultSettings.model_fields[name].default
 
 
 def load_settings() -> tuple[VaultSettings, RetentionPolicy]:

@@ -57,3 +57,38 @@ def test_bad_policy_file_is_refused_at_start_up(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("VAULT_RETENTION_POLICY_FILE", str(path))
     with pytest.raises(ConfigurationError, match=r"VAULT_RETENTION_POLICY_FILE.*between 1 and 100"):
         load_settings()
+
+
+def test_defaults_are_declared_once_in_settings() -> None:
+    """The domain's option classes take their defaults from VaultSettings, and the resources declare none
+    for what VaultSettings gives them: changing a default in settings.py changes it everywhere."""
+    import dataclasses
+    import datetime as dt
+
+    from vault_pipeline.replication.copier import CopyOptions
+    from vault_pipeline.replication.engine import EngineSettings
+    from vault_pipeline.resources import ColdSiteResource, ReplicationSettingsResource, VerificationSettingsResource
+    from vault_pipeline.resources.alerts import AlertsResource
+    from vault_pipeline.resources.journal import JournalResource
+    from vault_pipeline.resources.restore_drill import RestoreDrillResource
+    from vault_pipeline.retrieval.drill_store import DrillSettings
+    from vault_pipeline.settings import MiB, VaultSettings, setting_default
+
+    defaults = {name: field.default for name, field in VaultSettings.model_fields.items()}
+    assert setting_default("concurrency") == defaults["concurrency"]
+    options, engine, drill = CopyOptions(), EngineSettings(), DrillSettings()
+    assert (options.storage_class, options.multipart_threshold, options.part_size, options.part_concurrency,
+            options.spool_max_bytes) == (defaults["cold_storage_class"], defaults["multipart_threshold_mb"] * MiB,
+                                         defaults["part_size_mb"] * MiB, defaults["part_concurrency"],
+                                         defaults["spool_max_mb"] * MiB)
+    assert dataclasses.astuple(engine)[:4] == (defaults["concurrency"], defaults["max_attempts"],
+                                               defaults["retry_base_seconds"], defaults["lease_seconds"])
+    assert (drill.tier, drill.deadline) == (defaults["restore_drill_tier"],
+                                            dt.timedelta(hours=defaults["restore_drill_deadline_hours"]))
+    optional = {"webhook_url", "signing_key", "public_keys"}  # secrets and lists from the environment
+    for resource in (ColdSiteResource, ReplicationSettingsResource, VerificationSettingsResource, AlertsResource,
+                     JournalResource, RestoreDrillResource):
+        with_default = [name for name, field in resource.model_fields.items()
+                        if not field.is_required() and name not in optional
+                        and not name.startswith("_")]
+        assert with_default == [], f"{resource.__name__} declares defaults of its own: {with_default}"

@@ -25,8 +25,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from vault_pipeline.journal.chain import canonical_json
+from vault_pipeline.settings import setting_default
 
-JOURNAL_PREFIX = "journal/"
 SEGMENT_DIR = "segments/"
 SEAL_DIR = "seals/"
 SEQ_DIGITS = 20
@@ -98,7 +98,8 @@ class ListedSegment:
 class SegmentStore:
     """Reads and writes journal objects (segments and seals) in the cold bucket."""
 
-    def __init__(self, client: Any, bucket: str, *, prefix: str = JOURNAL_PREFIX, retention_years: int = 50) -> None:
+    def __init__(self, client: Any, bucket: str, *, prefix: str = setting_default("journal_prefix"),
+                 retention_years: int = 50) -> None:
         if not prefix.endswith("/"):
             raise ValueError("journal prefix must end with '/'")
         self.client, self.bucket, self.prefix, self.retention_years = client, bucket, prefix, retention_years

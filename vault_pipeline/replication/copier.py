@@ -54,6 +54,7 @@ from vault_pipeline.replication.verify import (
     head_version,
     verify_copy,
 )
+from vault_pipeline.settings import setting_default
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,10 @@ MAX_PARTS = 10_000
 
 @dataclass(frozen=True)
 class CopyOptions:
-    storage_class: str = "DEEP_ARCHIVE"
-    multipart_threshold: int = 16 * MiB
-    part_size: int = 8 * MiB
-    part_concurrency: int = 4
+    storage_class: str = setting_default("cold_storage_class")
+    multipart_threshold: int = setting_default("multipart_threshold_mb") * MiB
+    part_size: int = setting_default("part_size_mb") * MiB
+    part_concurrency: int = setting_default("part_concurrency")
     reserved_prefixes: tuple[str, ...] = ()  # cold prefixes the pipeline writes itself (reports, journal)
     # Write a first copy with If-None-Match: * instead of first asking (HEAD) whether one exists: one
     # request less per object. Servers without conditional writes are detected and asked the old way.
@@ -74,7 +75,7 @@ class CopyOptions:
     # from it: the hot site is read once instead of twice. Objects that do not fit in the budget (shared
     # by every copy of the process) are read again with ranged GETs. 0 turns spooling off.
     spool_dir: str | None = None  # None: the system's temporary directory
-    spool_max_bytes: int = 8 * 1024 * MiB
+    spool_max_bytes: int = setting_default("spool_max_mb") * MiB
 
     def part_size_for(self, size: int) -> int:
         """The configured part size, grown in whole MiB when the object would need over 10,000 parts."""

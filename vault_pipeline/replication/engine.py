@@ -18,16 +18,17 @@ from dataclasses import dataclass, field
 from vault_pipeline.replication.copier import ObjectCopier
 from vault_pipeline.replication.errors import CopyError, describe_s3_error
 from vault_pipeline.replication.tracking import ClaimedRow, ReplicationOutcome, TrackingStore
+from vault_pipeline.settings import setting_default
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class EngineSettings:
-    concurrency: int = 8
-    max_attempts: int = 3
-    retry_base_seconds: float = 5.0
-    lease_seconds: float = 300.0
+    concurrency: int = setting_default("concurrency")
+    max_attempts: int = setting_default("max_attempts")
+    retry_base_seconds: float = setting_default("retry_base_seconds")
+    lease_seconds: float = setting_default("lease_seconds")
     claim_batch: int = 32
 
 

@@ -23,9 +23,9 @@ class AlertsResource(ConfigurableResource):
     """Where alerts go: an optional JSON webhook (plus, always, the "vault_pipeline.alerts" log line)."""
 
     webhook_url: str | None = None
-    timeout_seconds: float = 5.0
+    timeout_seconds: float  # both from VaultSettings (VAULT_ALERT_*), where the defaults are declared
     # A tick spends at most this long delivering; whatever is left is sent on the next tick.
-    delivery_budget_seconds: float = 15.0
+    delivery_budget_seconds: float
 
     def notifier(self) -> WebhookNotifier:
         return WebhookNotifier(self.webhook_url or None, timeout=self.timeout_seconds)

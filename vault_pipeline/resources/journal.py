@@ -22,9 +22,9 @@ REBUILD_DSN_VARIABLE = "VAULT_REBUILD_DATABASE_URL"
 class JournalResource(ConfigurableResource):
     """Write journal of the cold site (segments and daily seals under `prefix`)."""
 
-    prefix: str = "journal/"
-    max_entries_per_segment: int = 5000
-    retention_years: int = 50
+    prefix: str  # these three from VaultSettings (VAULT_JOURNAL_*), where the defaults are declared
+    max_entries_per_segment: int
+    retention_years: int
     signing_key: str | None = None
     public_keys: list[str] = []
 

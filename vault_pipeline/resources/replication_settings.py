@@ -12,18 +12,20 @@ MiB = 1024 * 1024
 
 
 class ReplicationSettingsResource(ConfigurableResource):
-    concurrency: int = 8
-    max_attempts: int = 3
-    retry_base_seconds: float = 5.0
-    lease_seconds: float = 300.0
-    multipart_threshold_mb: int = 16
-    part_size_mb: int = 8
-    part_concurrency: int = 4
-    spool_dir: str | None = None
-    spool_max_mb: int = 8192
-    delete_after_replication: bool = False
-    retention_policy_file: str | None = None
-    reserved_prefixes: list[str] = []
+    """Every field comes from VaultSettings (definitions.py), where the defaults are declared, once."""
+
+    concurrency: int
+    max_attempts: int
+    retry_base_seconds: float
+    lease_seconds: float
+    multipart_threshold_mb: int
+    part_size_mb: int
+    part_concurrency: int
+    spool_dir: str | None
+    spool_max_mb: int
+    delete_after_replication: bool
+    retention_policy_file: str | None
+    reserved_prefixes: list[str]
 
     def engine_settings(self) -> EngineSettings:
         return EngineSettings(
@@ -46,12 +48,12 @@ class ReplicationSettingsResource(ConfigurableResource):
 
 
 class VerificationSettingsResource(ConfigurableResource):
-    """Tunables of the fixity audit and its report."""
+    """Tunables of the fixity audit and its report (from VaultSettings, where the defaults are declared)."""
 
-    report_prefix: str = "reports/verification/"
-    report_retention_years: int = 10
-    period_days: int = 30
-    audit_concurrency: int = 16
-    completeness_grace_minutes: float = 60
-    price_archive_gb_month: float = 0.00099
-    price_standard_gb_month: float = 0.023
+    report_prefix: str
+    report_retention_years: int
+    period_days: int
+    audit_concurrency: int
+    completeness_grace_minutes: float
+    price_archive_gb_month: float
+    price_standard_gb_month: float

@@ -9,11 +9,12 @@ from vault_pipeline.retrieval.drill_store import DrillSettings, Tier
 
 
 class RestoreDrillResource(ConfigurableResource):
-    """Defaults of every drill run (VAULT_RESTORE_DRILL_*); a run's config may override sample and tier."""
+    """Defaults of every drill run (VAULT_RESTORE_DRILL_*, declared in VaultSettings); a run's config may
+    override sample and tier."""
 
-    sample_size: int = 20
-    tier: str = "Bulk"
-    deadline_hours: float = 72.0
+    sample_size: int
+    tier: str
+    deadline_hours: float
 
     def drill_settings(
         self, *, tier: str | None = None, restore_days: int = 7, exclude_recent_days: int = 90,

@@ -16,19 +16,20 @@ from vault_pipeline.replication.s3client import SiteConfig, shared_client
 
 
 class S3SiteResource(ConfigurableResource):
-    """An S3-compatible site: endpoint, credentials, bucket and client tuning."""
+    """An S3-compatible site: endpoint, credentials, bucket and client tuning. Every field is given by
+    definitions.py from the environment (tunables through VaultSettings, where their defaults are declared)."""
 
     site_name: str
     endpoint_url: str
-    region: str = "us-east-1"
+    region: str
     access_key_id: str
     secret_access_key: str
     bucket: str
-    addressing_style: str = "path"
-    request_checksum_calculation: str = "when_supported"
-    response_checksum_validation: str = "when_supported"
-    max_pool_connections: int = 64
-    lean_client: bool = True  # documents' GET/PUT/HEAD on urllib3 (replication/lean_s3.py), the rest on boto3
+    addressing_style: str
+    request_checksum_calculation: str
+    response_checksum_validation: str
+    max_pool_connections: int
+    lean_client: bool  # documents' GET/PUT/HEAD on urllib3 (replication/lean_s3.py), the rest on boto3
 
     _client: Any = PrivateAttr(default=None)
 
@@ -54,4 +55,4 @@ class S3SiteResource(ConfigurableResource):
 class ColdSiteResource(S3SiteResource):
     """The cold site adds the storage class every copy is written in."""
 
-    storage_class: str = "DEEP_ARCHIVE"
+    storage_class: str

@@ -21,6 +21,7 @@ from psycopg.rows import dict_row
 
 from vault_pipeline.replication.tracking import TrackingStore
 from vault_pipeline.retrieval.cold import TIERS, MiB
+from vault_pipeline.settings import setting_default
 
 Tier = Literal["Bulk", "Standard", "Expedited"]
 PENDING_STATES: tuple[str, ...] = ("requested", "restored", "not_needed")
@@ -37,9 +38,10 @@ UPDATABLE_COLUMNS = frozenset({
 class DrillSettings:
     """How a drill samples, restores and reads. Defaults are the production ones."""
 
-    tier: Tier = "Bulk"
+    tier: Tier = setting_default("restore_drill_tier")  # noqa: RUF009 (a str, read once)
     restore_days: int = 7  # a restored copy must outlive the gap until a run reads it
-    deadline: dt.timedelta = dt.timedelta(hours=72)  # Bulk promises 48 h; past this, the item failed
+    # Bulk promises 48 h; past this, the item failed
+    deadline: dt.timedelta = dt.timedelta(hours=setting_default("restore_drill_deadline_hours"))
     exclude_recent_days: int = 90  # a version drilled within this many days is not sampled again
     chunk_size: int = MiB
     read_concurrency: int = 4
