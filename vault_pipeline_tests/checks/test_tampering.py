@@ -140,7 +140,7 @@ def test_each_tampering_fails_its_check_and_is_classified_then_repaired(replicat
 
 def report_classes(vault: Vault, key: str) -> dict[str, str]:
     body = vault.cold.get_object(Bucket=vault.cold_bucket, Key=key)["Body"].read().decode()
-    return {row["key"]: row["classification"] for row in csv.DictReader(io.StringIO(body))}
+    return {row["s3_key"]: row["classification"] for row in csv.DictReader(io.StringIO(body))}
 
 
 @pytest.mark.parametrize("cold_flavour", ["seaweedfs"], indirect=True)
