@@ -37,7 +37,7 @@ from latencybench import analysis
 from latencybench.observe import VerifiedPoller, read_rows
 from latencybench.uploads import Upload, plan_uploads, put_document, run_uploads
 
-from vault_pipeline.cli.dagster_api import DagsterApi, DagsterApiError
+from vault_pipeline.dagster_api import DagsterApi, DagsterApiError
 from vault_pipeline.devstack.devserver import DevServer
 from vault_pipeline.devstack.process import DevStackError
 from vault_pipeline.devstack.site import find_binary, s3_client

@@ -8,7 +8,6 @@
     journal.py        `journal verify | prove | check-proof | keygen` over vault_pipeline.journal
     common.py errors.py progress.py   what the commands share: connections and the cold site from the
                       environment, one-line errors and exit statuses, the progress display
-    dagster_api.py    the Dagster webserver's GraphQL client (also used by devstack, tests and benchmarks)
 
 Each operator command module has `add_parser(commands)` and `run(args) -> exit status`; the domain work
 lives in the domain packages (replication, retrieval, journal).
@@ -19,7 +18,7 @@ from __future__ import annotations
 
 def main(argv: list[str] | None = None) -> int:
     """The installed `vault-pipeline` script. Imported lazily, so that importing a module of this package
-    (the Dagster API client, for instance) does not build the whole command line."""
+    (the journal commands, for instance) does not build the whole command line."""
     from vault_pipeline.cli.main import main as run
 
     return run(argv)

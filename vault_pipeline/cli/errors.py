@@ -31,7 +31,7 @@ def run_reporting_errors(name: str, handler: Callable[[argparse.Namespace], int]
     import psycopg
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from vault_pipeline.cli.dagster_api import DagsterApiError
+    from vault_pipeline.dagster_api import DagsterApiError
     from vault_pipeline.journal.chain import ChainError
     from vault_pipeline.journal.segments import JournalError
     from vault_pipeline.journal.signing import SigningKeyError

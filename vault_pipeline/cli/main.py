@@ -27,7 +27,6 @@ from types import ModuleType
 
 from vault_pipeline.cli.journal import add_journal_commands, run_journal_command
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # command name -> module under vault_pipeline.cli with add_parser(commands) and run(args)
 OPERATOR_COMMANDS = {"status": "status", "retry-failed": "retry_failed", "restore": "restore"}
 # `dev` and `stack` run the embedded stack, whose servers are the dev extra (pyproject.toml), not a
@@ -88,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
     root = stack_root()
     if args.command == "dev":
+        from vault_pipeline.devstack.devserver import REPO_ROOT
+
         return run_stack_forever(root, dagster=True, dagster_yaml=REPO_ROOT / "dagster.yaml",
                                  workspace=REPO_ROOT / "workspace.yaml")
     if args.stack_command == "up":

@@ -42,8 +42,8 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vault_pipeline.cli.dagster_api import DagsterApi
     from vault_pipeline.cli.retry_runs import day_outcome, failed_rows_by_day, launch_retries, wait_for_runs
+    from vault_pipeline.dagster_api import DagsterApi
     from vault_pipeline.partitions import partition_key_for
 
     bucket = hot_bucket(args)

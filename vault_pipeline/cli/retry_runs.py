@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vault_pipeline.cli.dagster_api import FINISHED_RUN_STATUSES, DagsterApi
+from vault_pipeline.dagster_api import FINISHED_RUN_STATUSES, DagsterApi
 
 JOB = "replication_job"
 TRIGGER_TAG = "vault/trigger"

@@ -30,8 +30,8 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vault_pipeline.cli.dagster_api import DagsterApi
     from vault_pipeline.cli.status_report import collect_status
+    from vault_pipeline.dagster_api import DagsterApi
     from vault_pipeline.settings import load_settings
 
     settings, _ = load_settings()

@@ -22,7 +22,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from vault_pipeline.cli.dagster_api import DagsterApi, DagsterApiError
+from vault_pipeline.dagster_api import DagsterApi, DagsterApiError
 
 SENSOR = "hot_bucket_sensor"
 CHECKED_ASSET = "cold_copies"

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from vault_pipeline.cli.dagster_api import DagsterApi, DagsterApiError
+from vault_pipeline.dagster_api import DagsterApi, DagsterApiError
 from vault_pipeline.devstack.ports import LOOPBACK, SITE_PORT_BLOCK, find_free_port_block
 from vault_pipeline.devstack.process import DevStackError, start_process, stop_process, tail
 from vault_pipeline.devstack.stack import DevStack

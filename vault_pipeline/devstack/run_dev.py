@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vault_pipeline.cli.main import REPO_ROOT
+from vault_pipeline.devstack.devserver import REPO_ROOT
 from vault_pipeline.devstack.runner import run_stack_forever
 
 

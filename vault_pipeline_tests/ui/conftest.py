@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
-from vault_pipeline.cli.dagster_api import DagsterApi
+from vault_pipeline.dagster_api import DagsterApi
 from vault_pipeline.devstack.devserver import DevServer
 from vault_pipeline.devstack.site import s3_client
 from vault_pipeline.partitions import partition_key_for

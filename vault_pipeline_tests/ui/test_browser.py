@@ -19,7 +19,7 @@ import urllib.parse
 
 import pytest
 
-from vault_pipeline.cli.dagster_api import LOCATION
+from vault_pipeline.dagster_api import LOCATION
 from vault_pipeline_tests.ui.conftest import SENSOR, SENSOR_INTERVAL_S, UiStack, screenshot
 
 # Without playwright every test here stops in the `browser` fixture, before any of these names is used:

@@ -1,5 +1,5 @@
-"""What the operator commands, tests and benchmarks ask Dagster, through the webserver's GraphQL API (what
-the UI itself reads).
+"""What the operator commands (cli/), the dev stack (devstack/), tests and benchmarks ask Dagster, through
+the webserver's GraphQL API (what the UI itself reads).
 
 Sensor ticks (when each started and ended, which runs it requested), the runs of a job (created, started,
 ended, per-step timings), one run's status and lifecycle events (enqueued, starting, started, finished),
