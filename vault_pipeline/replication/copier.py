@@ -23,7 +23,6 @@ import math
 import shutil
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from vault_pipeline.replication.checksums import ExpectedChecksum, b64
+from vault_pipeline.replication.cold_object import cold_object_args, cold_tags
 from vault_pipeline.replication.errors import CopyError, wrap
 from vault_pipeline.replication.identity import application_ids
 from vault_pipeline.replication.inventory import strip_etag
@@ -39,16 +39,9 @@ from vault_pipeline.replication.policy import ResolvedRetention, RetentionPolicy
 from vault_pipeline.replication.spool import READ_CHUNK, SPOOL_BUDGET, SPOOL_FREE_MARGIN, MiB, PartHasher, SpoolFile
 from vault_pipeline.replication.tracking import ReplicationOutcome
 from vault_pipeline.replication.verify import (
-    META_DOCUMENT_TYPE,
     META_PART_SIZE,
-    META_RETAIN_UNTIL,
-    META_RETENTION_YEARS,
     META_SHA256,
     META_SOURCE_ETAG,
-    META_SOURCE_LAST_MODIFIED,
-    META_SOURCE_VERSION,
-    TAG_DOCUMENT_TYPE,
-    TAG_RETENTION_YEARS,
     ColdEvidence,
     Expectation,
     head_version,
@@ -213,43 +206,6 @@ class ObjectCopier:
         return b"".join(self._range_chunks(source, start, length))
 
     # -- cold side --------------------------------------------------------------------------------
-    def _cold_metadata(self, source: SourceObject, sha_hex: str, retention: ResolvedRetention,
-                       part_size: int | None) -> dict[str, str]:
-        metadata = {k: v for k, v in source.metadata.items() if not k.lower().startswith("vault-")}
-        metadata.update({
-            META_SHA256: sha_hex,
-            META_SOURCE_ETAG: source.etag,
-            META_SOURCE_LAST_MODIFIED: source.last_modified.isoformat(),
-            META_DOCUMENT_TYPE: retention.document_type,
-            META_RETENTION_YEARS: str(retention.retention_years),
-            META_RETAIN_UNTIL: retention.retain_until.isoformat(),
-        })
-        if source.version_id:
-            metadata[META_SOURCE_VERSION] = source.version_id
-        if part_size:
-            metadata[META_PART_SIZE] = str(part_size)
-        return metadata
-
-    def _lock_args(self, source: SourceObject, sha_hex: str, retention: ResolvedRetention,
-                   part_size: int | None) -> dict[str, Any]:
-        args: dict[str, Any] = {
-            "Bucket": self.cold_bucket,
-            "Key": source.key,
-            "Metadata": self._cold_metadata(source, sha_hex, retention, part_size),
-            "ObjectLockMode": "COMPLIANCE",
-            "ObjectLockRetainUntilDate": retention.retain_until,
-            "StorageClass": self.options.storage_class,
-            "Tagging": urllib.parse.urlencode(self._tags(retention)),
-            "ChecksumAlgorithm": "SHA256",
-        }
-        if source.content_type:
-            args["ContentType"] = source.content_type
-        return args
-
-    @staticmethod
-    def _tags(retention: ResolvedRetention) -> dict[str, str]:
-        return {TAG_DOCUMENT_TYPE: retention.document_type, TAG_RETENTION_YEARS: str(retention.retention_years)}
-
     def _existing_copy(self, source: SourceObject) -> dict[str, Any] | None:
         """The latest cold version when it was written from this very source (same ETag), else None."""
         try:
@@ -269,7 +225,7 @@ class ObjectCopier:
         sha_hex = digest.hex()
         retention = self.policy.resolve(source.metadata, source.last_modified)
         expected = ExpectedChecksum.full(digest)
-        args = self._lock_args(source, sha_hex, retention, None)
+        args = cold_object_args(self.cold_bucket, self.options.storage_class, source, sha_hex, retention, None)
         if first_copy and self._conditional:
             written = self._put_if_absent(source, body, digest, args)
             if written is not None:
@@ -353,7 +309,8 @@ class ObjectCopier:
             else:
                 whole, part_digests, _ = self._hash_pass(source, part_size, None)
             expected = ExpectedChecksum.composite(part_digests)
-        args = self._lock_args(source, sha_hex, retention, part_size)
+        args = cold_object_args(self.cold_bucket, self.options.storage_class, source, sha_hex, retention,
+                                part_size)
         try:
             upload_id = self.cold.create_multipart_upload(**args)["UploadId"]
         except Exception as exc:
@@ -470,6 +427,6 @@ class ObjectCopier:
             retain_until=verified.retain_until, retention_base=retention.base,
             storage_class=verified.storage_class, cold_version_id=verified.version_id, cold_etag=verified.etag,
             adopted=adopted, notes=notes, lock_repaired=verified.lock_repaired,
-            evidence=ColdEvidence.from_head(verified.head, tags_sent=None if adopted else self._tags(retention)),
+            evidence=ColdEvidence.from_head(verified.head, tags_sent=None if adopted else cold_tags(retention)),
             document_id=ids.document_id, user_id=ids.user_id,
         )
