@@ -11,6 +11,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+# Objects the pipeline itself writes briefly on the hot site (hot_cleanup's conditional-delete probe):
+# never documents, never listed.
+PROBE_PREFIX = ".vault-pipeline/probes/"
+
 
 @dataclass(frozen=True)
 class ListedObject:
@@ -45,6 +49,8 @@ def list_page(client: Any, bucket: str, token: str | None = None, page_size: int
     for item in response.get("Contents", []):
         if item["Key"].endswith("/") and item["Size"] == 0:
             markers += 1
+            continue
+        if item["Key"].startswith(PROBE_PREFIX):
             continue
         objects.append(
             ListedObject(

@@ -19,7 +19,7 @@ class HotDeletion(TrackingConnection):
         with self.pool.connection() as conn:
             return conn.cursor(row_factory=dict_row).execute(
                 """
-                SELECT id, s3_key, ovh_etag, sha256, aws_version_id
+                SELECT id, s3_key, ovh_etag, sha256, aws_version_id, source_version_id
                 FROM vault_secure.replication_status
                 WHERE bucket_source = %s AND partition_day BETWEEN %s AND %s AND status = 'replicated'
                   AND verified_at IS NOT NULL AND hot_deleted_at IS NULL
