@@ -11,11 +11,20 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from vault_pipeline.alerting.notify import WebhookNotifier, log_alert
-from vault_pipeline.alerting.payload import Alert, alert_key, alert_payload, partition_bounds, recovery_payload
-from vault_pipeline.alerting.state import AlertStore, Notification, Row
+from vault_pipeline.alerting.payload import (
+    MAX_KEYS,
+    Alert,
+    alert_key,
+    alert_payload,
+    extension_payload,
+    partition_bounds,
+    recovery_payload,
+)
+from vault_pipeline.alerting.state import AlertStore, FailingSet, NewDamage, Notification, Row
 
 log = logging.getLogger("vault_pipeline.alerting")
 
@@ -46,12 +55,22 @@ class AlertDispatcher:
 
     # -- transitions ----------------------------------------------------------------------------
     def raise_alert(self, alert: Alert, *, observed_at: dt.datetime) -> Notification | None:
-        """Open the alert's key; the one caller that opens it logs it and queues its delivery."""
+        """Open the alert's key; the one caller that opens it logs it and queues its delivery.
+
+        A check alert already open is extended when this failure holds objects its episode has not seen
+        (new damage): one more notification naming only those, logged and queued the same way.
+        """
         payload = alert_payload(alert, at=observed_at)
+        failing = FailingSet(shown=alert.failing_keys, hashes=alert.all_key_hashes(), total=alert.objects_failing)
+
+        def extend(row: Row, damage: NewDamage) -> dict[str, Any]:
+            return self._extension(row, damage, alert, observed_at)
+
         try:
             notification = self.store.open(
                 alert.key, kind=alert.kind, subject=alert.subject, partition_key=alert.partition,
                 observed_at=observed_at, run_id=alert.run_id, payload=payload, deliver=self.notifier.configured,
+                failing=failing, extend=extend if alert.kind == "check" else None,
             )
         except Exception:
             # The database is unreachable: dedup is impossible, but the failure must still leave a trace
@@ -61,6 +80,27 @@ class AlertDispatcher:
         if notification is not None:
             log_alert(notification.payload)
         return notification
+
+    @staticmethod
+    def _extension(row: Row, damage: NewDamage, alert: Alert, at: dt.datetime) -> dict[str, Any]:
+        """The payload of new damage on the open `row`, as it was before this failure.
+
+        The row's notification is still undelivered: it is replaced, so the one message that goes out
+        says everything. An opening alert becomes an opening alert naming the keys of both; an extension
+        becomes one extension naming the new keys of both.
+        """
+        last = row["last_payload"] or {}
+        previous = int((last.get("details") or {}).get("extension") or 0)  # 0: the opening alert
+        undelivered = row["delivery_state"] == "pending"
+        if undelivered and not previous:
+            keys = tuple(dict.fromkeys([*last.get("failing_keys", []), *damage.keys, *alert.failing_keys]))
+            return alert_payload(replace(alert, failing_keys=keys[:MAX_KEYS]), at=at)
+        keys, unnamed = damage.keys, damage.unnamed
+        if undelivered:
+            keys = tuple(dict.fromkeys([*last.get("new_keys", []), *keys]))
+            unnamed += int(last["details"].get("new_keys_unnamed") or 0)
+        return extension_payload(alert, at=at, new_keys=keys, unnamed=unnamed, first_seen=row["first_seen_at"],
+                                 extension=previous if undelivered else previous + 1)
 
     def resolve(self, key: str, *, observed_at: dt.datetime, run_id: str | None) -> Notification | None:
         def build(row: Row) -> dict:

@@ -8,6 +8,7 @@ payload also goes to the log and is stored in PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -20,9 +21,11 @@ SOURCE = "vault-pipeline"
 MAX_KEYS = 20  # failing keys carried by a payload; the check's own metadata has the full picture
 TEXT_KEYS = 5  # failing keys named in the human line
 MAX_TEXT = 1500
+HASH_CHARS = 16  # a failing object's hash: 64 bits of SHA-256, so two keys of one day never share one
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _BACKTICKED = re.compile(r"`([^`]+)`")
 _BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+_EXTENSION_ONLY = ("new_objects_failing", "new_keys_unnamed")  # what a recovery does not repeat
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,22 @@ class Alert:
     days: tuple[str, ...] = ()
     description: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    # key_hash of failing objects, beyond the shown `failing_keys` too (a check's `failing_key_hashes`)
+    key_hashes: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
         return alert_key(self.kind, self.subject, self.partition)
+
+    @property
+    def objects_failing(self) -> int | None:
+        """The count of failing objects the check reported, shown or not; None when it gave none."""
+        total = self.details.get("objects_failing")
+        return total if isinstance(total, int) and not isinstance(total, bool) else None
+
+    def all_key_hashes(self) -> frozenset[str]:
+        """The hashes of every failing object this evaluation identifies: the shown keys and the others."""
+        return frozenset(self.key_hashes) | {key_hash(k) for k in self.failing_keys}
 
     @property
     def what(self) -> str:
@@ -57,6 +72,15 @@ class Alert:
 
 def alert_key(kind: str, subject: str, partition: str) -> str:
     return f"{kind}:{subject}:{partition}"
+
+
+def key_hash(key: str) -> str:
+    """A failing object's short, stable identity, for checks whose failing list is longer than it shows.
+
+    Checks publish it as `failing_key_hashes` (checks/cold_copies.py) and migration 012 computes the same
+    value in SQL: the first 16 hex digits of the SHA-256 of the key's UTF-8 bytes.
+    """
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:HASH_CHARS]
 
 
 def partition_label(partition: str | None, range_start: str | None = None, range_end: str | None = None) -> str:
@@ -107,7 +131,39 @@ def alert_payload(alert: Alert, *, at: dt.datetime) -> dict[str, Any]:
         text = f"[{SOURCE}] ALERT {alert.severity}: {alert.what} failed for {alert.partition}"
     text += f": {alert.description.rstrip('.')}." if alert.description else "."
     text += _keys_phrase(alert.failing_keys, total) + _short_run(alert.run_id)
-    return _payload(alert, "alert", text, at)
+    payload = _payload(alert, "alert", text, at)
+    payload["new_keys"] = list(payload["failing_keys"])  # an opening alert names each of its keys first
+    return payload
+
+
+def extension_payload(
+    alert: Alert, *, at: dt.datetime, new_keys: tuple[str, ...], unnamed: int, first_seen: dt.datetime,
+    extension: int,
+) -> dict[str, Any]:
+    """The JSON of new damage on an alert that is already open: it names only the keys not seen before.
+
+    `unnamed` counts new failing objects the evaluation did not name (beyond the check's shown list,
+    known from its hashes or its count). `extension` is this episode's n-th such notice.
+    """
+    new_total = len(new_keys) + unnamed
+    text = (f"[{SOURCE}] ALERT {alert.severity}: {alert.what} finds NEW failing object(s) for {alert.partition} "
+            f"({new_total} new")
+    total = alert.objects_failing
+    text += f", {total} failing in all" if total is not None else ""
+    text += f"; failing since {_iso(first_seen)})."
+    if new_keys:
+        shown = ", ".join(new_keys[:TEXT_KEYS])
+        more = len(new_keys) - min(len(new_keys), TEXT_KEYS)
+        text += f" New: {shown}" + (f" and {more} more" if more else "") + "."
+    if unnamed:
+        beyond = f"beyond the {len(alert.failing_keys)} the check names" if alert.failing_keys else "unnamed"
+        text += f" {unnamed} new failing object(s) not named here ({beyond}): see the check's metadata."
+    text += _short_run(alert.run_id)
+    payload = _payload(alert, "alert", text, at)
+    payload["new_keys"] = list(new_keys[:MAX_KEYS])
+    payload["details"].update(extension=extension, new_objects_failing=new_total, new_keys_unnamed=unnamed,
+                              failing_since=_iso(first_seen))
+    return payload
 
 
 def recovery_payload(
@@ -133,8 +189,9 @@ def recovery_payload(
     text += _short_run(run_id)
     payload = dict(alert_fields)
     payload.update(
-        text=_clip(text), event="recovery", run_id=run_id, time=_iso(at),
-        details={**(alert_fields.get("details") or {}), "failing_since": _iso(first_seen),
+        text=_clip(text), event="recovery", run_id=run_id, time=_iso(at), new_keys=[],
+        details={**{k: v for k, v in (alert_fields.get("details") or {}).items() if k not in _EXTENSION_ONLY},
+                 "failing_since": _iso(first_seen),
                  "occurrences": occurrences, "alert_delivered": alert_delivered,
                  "alert_run_id": alert_fields.get("run_id")},
     )

@@ -11,6 +11,13 @@ notification is claimed with a short lease (FOR UPDATE SKIP LOCKED) before it is
 delivered only if no newer transition replaced it meanwhile: a failed delivery is retried on a later
 tick and a delivered one is never sent again. (A process killed between the POST and the commit leaves
 the lease to expire and the notice is sent again: at least once, never silently lost.)
+
+New damage is never hidden behind old damage (migration 012): an open row remembers the failing objects
+it has announced in its episode (`seen_key_hashes`, `seen_keys`, `peak_failing`). A later failure that
+finds objects outside that set is an *extension*: one more notification naming only the new keys, on the
+same row; the same objects failing again, or fewer, are only counted. An extension that finds the row's
+notification still undelivered replaces it with one that says both (see `AlertDispatcher`), so nothing
+queued is lost.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from vault_pipeline.alerting.payload import key_hash
+
 Row = dict[str, Any]
 
 
@@ -34,10 +43,57 @@ class Notification:
     alert_key: str
     seq: int
     payload: dict[str, Any]
+    transition: str = "open"  # "open", "extend" (new failing objects on an open alert) or "resolve"
 
     @property
     def event(self) -> str:
         return str(self.payload.get("event", "alert"))
+
+
+@dataclass(frozen=True)
+class FailingSet:
+    """The failing objects one failed evaluation identifies."""
+
+    shown: tuple[str, ...] = ()  # the keys it names (a check shows at most 20)
+    hashes: frozenset[str] = frozenset()  # key_hash of every object it identifies, the shown ones included
+    total: int | None = None  # objects failing in all, identified or not (`objects_failing`)
+
+
+@dataclass(frozen=True)
+class NewDamage:
+    """Failing objects an open alert has not announced yet."""
+
+    keys: tuple[str, ...] = ()  # named, in the evaluation's order
+    unnamed: int = 0  # further new objects, known from their hash or from the count only
+
+    def __bool__(self) -> bool:
+        return bool(self.keys or self.unnamed)
+
+
+def new_damage(row: Row, failing: FailingSet) -> NewDamage:
+    """What `failing` holds that the open `row`'s episode has not seen.
+
+    An object is new when its hash is not among the episode's. The objects no hash covers (a check that
+    identifies fewer objects than it counts) are judged by the count: more failing than the episode's
+    highest count means new ones, however many the evaluation could name. Keys that disappeared are
+    not damage, and a key that fails again after disappearing was seen: neither is new.
+    """
+    seen = set(row.get("seen_key_hashes") or ())
+    fresh = failing.hashes - seen
+    named: list[str] = []
+    for key in failing.shown:
+        if key_hash(key) in fresh and key not in named:
+            named.append(key)
+    unnamed = len(fresh) - len({key_hash(k) for k in named})
+    peak = row.get("peak_failing")
+    total = failing.total
+    if total is not None and peak is not None and total > peak and total > len(failing.hashes):
+        unnamed = max(unnamed, total - peak - len(named))
+    return NewDamage(tuple(named), unnamed)
+
+
+def _peak(current: int | None, total: int | None) -> int | None:
+    return total if current is None else current if total is None else max(current, total)
 
 
 class AlertStore:
@@ -49,27 +105,33 @@ class AlertStore:
     # -- transitions ----------------------------------------------------------------------------
     def open(
         self, alert_key: str, *, kind: str, subject: str, partition_key: str, observed_at: dt.datetime,
-        run_id: str | None, payload: dict[str, Any], deliver: bool,
+        run_id: str | None, payload: dict[str, Any], deliver: bool, failing: FailingSet | None = None,
+        extend: Callable[[Row, NewDamage], dict[str, Any]] | None = None,
     ) -> Notification | None:
-        """Record a failure. Returns the notification to send only if this call opened the key.
+        """Record a failure. Returns the notification to send if this call opened or extended the key.
 
-        Already open: the failure goes on, counted but not re-sent. Resolved by an observation newer
-        than this one (a lagging sensor delivering an old failure): ignored.
+        Already open: the failure goes on, counted but not re-sent, unless `extend` is given and `failing`
+        holds objects the episode has not seen (`new_damage`): then `extend(row, damage)` (the locked row
+        as it was) builds the payload of one more notification, queued like an opening one. Resolved by an
+        observation newer than this one (a lagging sensor delivering an old failure): ignored.
         """
         delivery = "pending" if deliver else "skipped"
+        failing = failing or FailingSet()
+        keys = {"seen_keys": list(dict.fromkeys(failing.shown)), "seen_key_hashes": sorted(failing.hashes),
+                "peak_failing": failing.total}
         with self.pool.connection() as conn, conn.transaction():
             inserted = conn.execute(
                 """
                 INSERT INTO vault_secure.alerts AS a
                     (alert_key, kind, subject, partition_key, state, first_seen_at, last_seen_at, last_event_at,
-                     last_run_id, last_payload, delivery_state)
+                     last_run_id, last_payload, delivery_state, seen_keys, seen_key_hashes, peak_failing)
                 VALUES (%(key)s, %(kind)s, %(subject)s, %(partition)s, 'open', %(at)s, %(at)s, %(at)s,
-                        %(run)s, %(payload)s, %(delivery)s)
+                        %(run)s, %(payload)s, %(delivery)s, %(seen_keys)s, %(seen_key_hashes)s, %(peak_failing)s)
                 ON CONFLICT (alert_key) DO NOTHING
                 RETURNING notification_seq
                 """,
                 {"key": alert_key, "kind": kind, "subject": subject, "partition": partition_key, "at": observed_at,
-                 "run": run_id, "payload": Jsonb(payload), "delivery": delivery},
+                 "run": run_id, "payload": Jsonb(payload), "delivery": delivery, **keys},
             ).fetchone()
             if inserted is not None:
                 return Notification(alert_key, int(inserted[0]), payload)
@@ -79,26 +141,57 @@ class AlertStore:
             if row["state"] == "open":
                 if run_id is not None and run_id == row["last_run_id"]:
                     return None  # the same failure reported again (a re-evaluated tick), not a new one
-                conn.execute(
-                    "UPDATE vault_secure.alerts SET last_seen_at = %s, last_event_at = %s, last_run_id = %s,"
-                    " occurrences = occurrences + 1, updated_at = now() WHERE alert_key = %s",
-                    (observed_at, observed_at, run_id, alert_key),
-                )
-                return None
+                return self._go_on(conn, row, failing, observed_at=observed_at, run_id=run_id, delivery=delivery,
+                                   extend=extend)
             seq = conn.execute(
                 """
                 UPDATE vault_secure.alerts SET state = 'open', first_seen_at = %(at)s, last_seen_at = %(at)s,
                     last_event_at = %(at)s, resolved_at = NULL, occurrences = 1, episodes = episodes + 1,
                     last_run_id = %(run)s, last_payload = %(payload)s, notification_seq = notification_seq + 1,
                     delivery_state = %(delivery)s, delivery_attempts = 0, delivery_lease_until = NULL,
-                    last_delivery_error = NULL, delivered_at = NULL, updated_at = now()
+                    last_delivery_error = NULL, delivered_at = NULL, seen_keys = %(seen_keys)s,
+                    seen_key_hashes = %(seen_key_hashes)s, peak_failing = %(peak_failing)s, extensions = 0,
+                    extended_at = NULL, updated_at = now()
                 WHERE alert_key = %(key)s
                 RETURNING notification_seq
                 """,
                 {"key": alert_key, "at": observed_at, "run": run_id, "payload": Jsonb(payload),
-                 "delivery": delivery},
+                 "delivery": delivery, **keys},
             ).fetchone()[0]
             return Notification(alert_key, int(seq), payload)
+
+    @staticmethod
+    def _go_on(
+        conn: Any, row: Row, failing: FailingSet, *, observed_at: dt.datetime, run_id: str | None, delivery: str,
+        extend: Callable[[Row, NewDamage], dict[str, Any]] | None,
+    ) -> Notification | None:
+        """An open alert fails again: count it, remember its objects, and extend it if some are new."""
+        damage = new_damage(row, failing) if extend is not None else NewDamage()
+        seen_keys = list(row["seen_keys"] or ())
+        seen_keys += [k for k in dict.fromkeys(failing.shown) if k not in set(seen_keys)]
+        params = {"key": row["alert_key"], "at": observed_at, "run": run_id, "seen_keys": seen_keys,
+                  "seen_key_hashes": sorted(set(row["seen_key_hashes"] or ()) | failing.hashes),
+                  "peak_failing": _peak(row["peak_failing"], failing.total)}
+        remember = ("last_seen_at = %(at)s, last_event_at = %(at)s, last_run_id = %(run)s,"
+                    " occurrences = occurrences + 1, seen_keys = %(seen_keys)s,"
+                    " seen_key_hashes = %(seen_key_hashes)s, peak_failing = %(peak_failing)s, updated_at = now()")
+        if not damage:
+            conn.execute(f"UPDATE vault_secure.alerts SET {remember} WHERE alert_key = %(key)s", params)
+            return None
+        assert extend is not None
+        payload = extend(row, damage)
+        seq = conn.execute(
+            f"""
+            UPDATE vault_secure.alerts SET {remember}, extensions = extensions + 1, extended_at = %(at)s,
+                last_payload = %(payload)s, notification_seq = notification_seq + 1,
+                delivery_state = %(delivery)s, delivery_attempts = 0, delivery_lease_until = NULL,
+                last_delivery_error = NULL, delivered_at = NULL
+            WHERE alert_key = %(key)s
+            RETURNING notification_seq
+            """,
+            {**params, "payload": Jsonb(payload), "delivery": delivery},
+        ).fetchone()[0]
+        return Notification(row["alert_key"], int(seq), payload, transition="extend")
 
     def resolve(
         self, alert_key: str, *, observed_at: dt.datetime, run_id: str | None,
@@ -127,7 +220,7 @@ class AlertStore:
                 {"key": alert_key, "at": observed_at, "run": run_id, "payload": Jsonb(payload),
                  "delivery": "pending" if deliver else "skipped"},
             ).fetchone()[0]
-            return Notification(alert_key, int(seq), payload)
+            return Notification(alert_key, int(seq), payload, transition="resolve")
 
     @staticmethod
     def _lock(conn: Any, alert_key: str) -> Row | None:
