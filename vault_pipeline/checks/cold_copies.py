@@ -25,6 +25,7 @@ from dagster import (
     multi_asset_check,
 )
 
+from vault_pipeline.alerting.payload import key_hash
 from vault_pipeline.assets.replication import cold_copies
 from vault_pipeline.partitions import daily_partitions, day_range
 from vault_pipeline.replication.audit import Auditor, DayAudit
@@ -39,6 +40,9 @@ from vault_pipeline.resources import (
 )
 
 FIRST_KEYS = 20
+# Failing objects identified beyond the shown keys, by a 16-hex-digit hash each (~19 KB of metadata at most):
+# the alert sensor tells new damage from old by them even when `failing_keys` is cut at FIRST_KEYS.
+HASHED_KEYS = 1000
 CHECKS: dict[str, str] = {
     "completeness": "Every hot object of the day has a verified cold copy, and it is the current version.",
     "checksum": "The cold checksum and the SHA-256 in the cold metadata equal the values recorded at copy time.",
@@ -70,6 +74,9 @@ def check_result(audit: DayAudit, aspect: str, scope: str) -> AssetCheckResult:
             "judged_from_this_runs_verification": MetadataValue.int(audit.judged_from_verification),
             "objects_failing": MetadataValue.int(len(failing)),
             "failing_keys": MetadataValue.json([o.key for o in failing[:FIRST_KEYS]]),
+            # key_hash of every failing object (the first HASHED_KEYS by key), for the alerts (README, Alerts)
+            "failing_key_hashes": MetadataValue.json(
+                [key_hash(k) for k in sorted({o.key for o in failing})[:HASHED_KEYS]]),
             "failures": MetadataValue.md("\n".join(table) if failing else "None."),
         },
     )

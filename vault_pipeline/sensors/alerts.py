@@ -46,6 +46,7 @@ from dagster import (
 
 from vault_pipeline.alerting import Alert, AlertDispatcher
 from vault_pipeline.alerting.payload import day_list, key_list, partition_bounds, partition_label
+from vault_pipeline.alerting.state import Notification
 from vault_pipeline.dagster_compat import (  # no public equivalent: see dagster_compat.py
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -61,6 +62,7 @@ from vault_pipeline.resources.tracking_db import TrackingDatabaseResource
 HISTORY_PAGE = 200
 FIRST_TICK_MAX_RECORDS = 2000  # per check, when there is no cursor yet: older history is superseded
 MAX_ERROR_CHARS = 500
+MAX_KEY_HASHES = 100_000  # read from a check's `failing_key_hashes` (cold_copies' checks publish up to 1,000)
 CHECK_SENSOR_NAME = "check_alert_sensor"
 RUN_FAILURE_SENSOR_NAME = "run_failure_alert_sensor"
 RUN_RECOVERY_SENSOR_NAME = "run_recovery_alert_sensor"
@@ -153,21 +155,43 @@ def check_alert(record: AssetCheckExecutionRecord, run: DagsterRun | None) -> tu
         kind="check", subject=f"{asset}:{evaluation.check_name}", partition=label, severity=severity,
         asset=asset, check=evaluation.check_name, run_id=record.run_id,
         failing_keys=key_list(metadata.get("failing_keys")), days=days, description=evaluation.description,
-        details=details,
+        details=details, key_hashes=key_list(metadata.get("failing_key_hashes"), limit=MAX_KEY_HASHES),
     )
     return alert, dt.datetime.fromtimestamp(record.event.timestamp, dt.UTC)
 
 
+@dataclass
+class CheckTally:
+    opened: int = 0
+    extended: int = 0  # open alerts that found new failing objects (one notification each)
+    resolved: int = 0
+
+    def add(self, other: CheckTally) -> None:
+        self.opened, self.extended, self.resolved = (
+            self.opened + other.opened, self.extended + other.extended, self.resolved + other.resolved)
+
+    def count(self, notification: Notification | None) -> None:
+        if notification is not None and notification.transition == "extend":
+            self.extended += 1
+        elif notification is not None:
+            self.opened += 1
+
+
 def process_check_key(
     instance: DagsterInstance, dispatcher: AlertDispatcher, check_key: AssetCheckKey, progress: CheckProgress,
-) -> tuple[CheckProgress, int, int]:
-    """Apply the new evaluations of one check; returns the new progress, alerts opened, alerts resolved."""
+) -> tuple[CheckProgress, CheckTally]:
+    """Apply the new evaluations of one check; returns the new progress and what it opened, extended, resolved.
+
+    Per alert key: when the newest evaluation passed, only it is applied (it resolves); else every failure
+    since the last pass, oldest first, so objects that failed in an evaluation a newer one no longer
+    shows (repaired, or pushed beyond the shown list, before this tick) are still announced.
+    """
     records = new_check_records(instance, check_key, progress.after)
     seen = set(progress.seen)
     fresh = [r for r in records if r.id not in seen]
     runs = _runs_by_id(instance, [r.run_id for r in fresh])
     in_progress: list[int] = []
-    latest: dict[str, tuple[dt.datetime, int, bool, Alert]] = {}
+    evaluations: dict[str, list[tuple[dt.datetime, int, bool, Alert]]] = {}
     for record in fresh:
         if record.status == AssetCheckExecutionRecordStatus.PLANNED:
             run = runs.get(record.run_id)
@@ -184,23 +208,27 @@ def process_check_key(
         passed = record.status == AssetCheckExecutionRecordStatus.SUCCEEDED
         if not passed and alert.severity != AssetCheckSeverity.ERROR.value:
             continue  # WARN failures are shown in the UI, not alerted
-        current = latest.get(alert.key)
-        if current is None or (at, record.id) > current[:2]:
-            latest[alert.key] = (at, record.id, passed, alert)
-    opened = resolved = 0
-    for at, _id, passed, alert in sorted(latest.values(), key=lambda item: item[:2]):
+        evaluations.setdefault(alert.key, []).append((at, record.id, passed, alert))
+    tally = CheckTally()
+    to_apply = []
+    for items in evaluations.values():
+        items.sort(key=lambda item: item[:2])
+        last_pass = max((i for i, item in enumerate(items) if item[2]), default=-1)
+        # the latest evaluation passed: it alone; else every failure since the last pass, oldest first
+        to_apply += items[-1:] if last_pass == len(items) - 1 else items[last_pass + 1:]
+    for at, _id, passed, alert in sorted(to_apply, key=lambda item: item[:2]):
         if passed:
-            resolved += len(dispatcher.resolve_covered("check", alert.subject, alert.partition, observed_at=at,
-                                                       run_id=alert.run_id))
-        elif dispatcher.raise_alert(alert, observed_at=at) is not None:
-            opened += 1
+            tally.resolved += len(dispatcher.resolve_covered("check", alert.subject, alert.partition,
+                                                             observed_at=at, run_id=alert.run_id))
+        else:
+            tally.count(dispatcher.raise_alert(alert, observed_at=at))
     all_ids = [r.id for r in records] + ([progress.after] if progress.after is not None else [])
     if in_progress:
         after = min(in_progress) - 1
         new = CheckProgress(after=after, seen=sorted(i for i in seen if i > after))
     else:
         new = CheckProgress(after=max(all_ids, default=0), seen=[])
-    return new, opened, resolved
+    return new, tally
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -292,16 +320,17 @@ def build_alert_sensors(
         started = time.monotonic()
         cursor = AlertSensorCursor.parse(context.cursor)
         dispatcher = alerts.dispatcher(tracking_db.store())
-        opened = resolved = 0
+        tally = CheckTally()
         for check_key in keys:
             name = check_key.to_user_string()
-            progress, o, r = process_check_key(context.instance, dispatcher, check_key,
-                                               cursor.checks.get(name, CheckProgress()))
+            progress, found = process_check_key(context.instance, dispatcher, check_key,
+                                                cursor.checks.get(name, CheckProgress()))
             cursor.checks[name] = progress
-            opened, resolved = opened + o, resolved + r
+            tally.add(found)
         report = dispatcher.deliver_pending(budget_seconds=alerts.delivery_budget_seconds)
-        summary = (f"{len(keys)} check(s): {opened} alert(s) opened, {resolved} resolved; deliveries: "
-                   f"{report.summary()}; {time.monotonic() - started:.1f}s")
+        summary = (f"{len(keys)} check(s): {tally.opened} alert(s) opened, {tally.extended} extended with new "
+                   f"failing objects, {tally.resolved} resolved; deliveries: {report.summary()}; "
+                   f"{time.monotonic() - started:.1f}s")
         if report.failed:
             context.log.warning(summary)
         else:

@@ -156,6 +156,34 @@ def test_failed_check_alerts_once_then_recovers_once(
 
 
 @SEAWEED_ONLY
+def test_new_failing_keys_extend_the_open_alert_once_even_if_repaired_before_the_tick(
+    vault: Vault, webhook: WebhookReceiver,
+) -> None:
+    vault.configure(VAULT_ALERT_WEBHOOK_URL=webhook.url)
+    outcome = {"failing": ["a.pdf"], "days": [DAY]}
+    probe, fixity = probe_definitions(outcome)
+    sensors = CheckSensorHarness(vault, [fixity.check_key])
+    materialize([probe, fixity], partition_key=DAY, instance=vault.instance)
+    sensors.tick()
+    assert [b["new_keys"] for b in webhook.bodies] == [["a.pdf"]]
+
+    outcome["failing"] = ["a.pdf", "b.pdf"]
+    materialize([probe, fixity], partition_key=DAY, instance=vault.instance)
+    outcome["failing"] = ["a.pdf"]  # b.pdf repaired before the sensor looked: it was damage all the same
+    materialize([probe, fixity], partition_key=DAY, instance=vault.instance)
+    result = sensors.tick()
+    assert "1 extended" in (result.skip_reason.skip_message or "")
+    assert [b["new_keys"] for b in webhook.bodies] == [["a.pdf"], ["b.pdf"]]
+    assert webhook.bodies[1]["failing_keys"] == ["a.pdf", "b.pdf"]
+
+    materialize([probe, fixity], partition_key=DAY, instance=vault.instance)  # a.pdf alone, as before
+    sensors.tick()
+    assert len(webhook.bodies) == 2
+    row = alert_store(vault).get(f"check:alert_probe:fixity:{DAY}")
+    assert row["occurrences"] == 4 and row["extensions"] == 1 and row["seen_keys"] == ["a.pdf", "b.pdf"]
+
+
+@SEAWEED_ONLY
 def test_ranged_evaluation_is_keyed_by_its_range_and_its_success_clears_the_days_it_covers(
     vault: Vault, webhook: WebhookReceiver,
 ) -> None:
