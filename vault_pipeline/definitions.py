@@ -62,7 +62,7 @@ def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = No
             part_concurrency=settings.part_concurrency, delete_after_replication=settings.delete_after_replication,
             spool_dir=str(settings.spool_dir) if settings.spool_dir else None, spool_max_mb=settings.spool_max_mb,
             retention_policy_file=str(settings.retention_policy_file) if settings.retention_policy_file else None,
-            reserved_prefixes=list(settings.reserved_prefixes),
+            reserved_prefixes=list(settings.reserved_prefixes), minimum_lock_days=settings.minimum_lock_days,
         ),
         "verification": VerificationSettingsResource(
             report_prefix=settings.report_prefix, report_retention_years=settings.report_retention_years,

@@ -58,6 +58,11 @@ class VaultSettings(BaseSettings):
     spool_max_mb: int = Field(8192, ge=0, le=16 * 1024 * 1024, alias="VAULT_SPOOL_MAX_MB")
     delete_after_replication: bool = Field(False, alias="DELETE_FROM_OVH_AFTER_REPLICATION")
     retention_policy_file: Path | None = Field(None, alias="VAULT_RETENTION_POLICY_FILE")
+    # A document whose policy date is past or nearer than this (a 1960 payslip kept 50 years) is locked until
+    # now + this many days instead: S3 refuses a retain-until date in the past, and a vault never keeps a
+    # copy unlocked. 180 days is Deep Archive's minimum billable duration (deleting earlier saves nothing)
+    # and spans several verification periods and restore drills. At most 100 years, the S3 lock ceiling.
+    minimum_lock_days: int = Field(180, ge=1, le=36500, alias="VAULT_MINIMUM_LOCK_DAYS")
 
     sensor_interval_seconds: int = Field(30, ge=5, le=86400, alias="VAULT_SENSOR_INTERVAL_SECONDS")
     # 0 means one listing page per tick; Dagster kills a tick at 60 s, so the budget stays well below.

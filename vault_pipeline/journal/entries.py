@@ -15,8 +15,10 @@ from typing import Any
 
 ACTIONS = ("copy", "hot_delete", "retention_extend", "report")
 # Entry format. 1 (entries without a "format" field): as first written. 2: "format" on every entry, and
-# copy entries carry document_id and user_id. Field names are the journal's own and never follow column
-# renames: entries on the cold site are locked for decades and must stay readable as written.
+# copy entries carry document_id and user_id; from migration 010 on, a format-2 copy entry may also carry
+# retention_note (absent in earlier entries: NULL), and retention_base may be "minimum" (an optional field and
+# a new value: no field changes meaning, so the format stays 2). Field names are the journal's own and never
+# follow column renames: entries on the cold site are locked for decades and must stay readable as written.
 FORMAT = 2
 
 # replication_status columns a rebuild restores, i.e. everything but bookkeeping (ids, leases,
@@ -27,6 +29,7 @@ BUSINESS_COLUMNS = (
     "sha256", "cold_checksum", "cold_checksum_type", "part_size", "document_type", "source_document_type",
     "retention_years", "aws_object_lock_until", "retention_base", "storage_class", "aws_version_id", "aws_etag",
     "previous_cold_version_ids", "replication_count", "verified_at", "hot_deleted_at", "document_id", "user_id",
+    "retention_note",
 )
 
 
@@ -76,6 +79,7 @@ def copy_fields(row: Mapping[str, Any], *, run_id: str | None, adopted: bool) ->
         "source_document_type": row["source_document_type"],
         "retention_years": row["retention_years"],
         "retention_base": row["retention_base"],
+        "retention_note": row.get("retention_note"),  # why not the policy as written (fallback, minimum lock)
         "storage_class": row["storage_class"],
         "cold_checksum": row["cold_checksum"],
         "cold_checksum_type": row["cold_checksum_type"],
@@ -156,4 +160,6 @@ def row_from_copy(entry: Mapping[str, Any]) -> dict[str, Any]:
         # Format 2: entries of format 1 (no "format" field) were written before these columns existed.
         "document_id": entry.get("document_id"),
         "user_id": entry.get("user_id"),
+        # Optional (migration 010): entries written before it carry no note.
+        "retention_note": entry.get("retention_note"),
     }

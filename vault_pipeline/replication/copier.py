@@ -69,6 +69,8 @@ class CopyOptions:
     # by every copy of the process) are read again with ranged GETs. 0 turns spooling off.
     spool_dir: str | None = None  # None: the system's temporary directory
     spool_max_bytes: int = setting_default("spool_max_mb") * MiB
+    # Lock for at least this many days from the write (policy.py: a document whose policy date is past).
+    minimum_lock_days: int = setting_default("minimum_lock_days")
 
     def part_size_for(self, size: int) -> int:
         """The configured part size, grown in whole MiB when the object would need over 10,000 parts."""
@@ -206,6 +208,15 @@ class ObjectCopier:
         return b"".join(self._range_chunks(source, start, length))
 
     # -- cold side --------------------------------------------------------------------------------
+    def _retention(self, source: SourceObject, existing: dict[str, Any] | None = None) -> ResolvedRetention:
+        """The lock `source` gets. The minimum lock (a policy date already past) counts from the write: now for
+        a new copy, the cold version's own LastModified for an adopted one, so adopting asks for the lock that
+        was written rather than extending it on every rerun."""
+        written = existing.get("LastModified") if existing else None
+        return self.policy.resolve(source.metadata, source.last_modified,
+                                   now=written or dt.datetime.now(dt.UTC),
+                                   minimum_lock_days=self.options.minimum_lock_days)
+
     def _existing_copy(self, source: SourceObject) -> dict[str, Any] | None:
         """The latest cold version when it was written from this very source (same ETag), else None."""
         try:
@@ -223,7 +234,7 @@ class ObjectCopier:
     def _copy_small(self, source: SourceObject, body: bytes, *, first_copy: bool) -> ReplicationOutcome:
         digest = hashlib.sha256(body).digest()
         sha_hex = digest.hex()
-        retention = self.policy.resolve(source.metadata, source.last_modified)
+        retention = self._retention(source)
         expected = ExpectedChecksum.full(digest)
         args = cold_object_args(self.cold_bucket, self.options.storage_class, source, sha_hex, retention, None)
         if first_copy and self._conditional:
@@ -233,7 +244,8 @@ class ObjectCopier:
         existing = self._existing_copy(source)
         if existing and existing["Metadata"].get(META_SHA256) == sha_hex and not expected.mismatch(
                 existing.get("ChecksumSHA256")):
-            return self._verified(source, sha_hex, expected, retention, None, existing["VersionId"], adopted=True)
+            return self._verified(source, sha_hex, expected, self._retention(source, existing), None,
+                                  existing["VersionId"], adopted=True)
         try:
             response = self.cold.put_object(Body=body, ChecksumSHA256=b64(digest), **args)
         except Exception as exc:
@@ -289,7 +301,7 @@ class ObjectCopier:
 
     def _copy_large_from(self, source: SourceObject, on_upload: UploadHook, spool: SpoolFile | None
                          ) -> ReplicationOutcome:
-        retention = self.policy.resolve(source.metadata, source.last_modified)
+        retention = self._retention(source)
         part_size = self.options.part_size_for(source.size)
         existing = self._existing_copy(source)
         existing_part_size = (existing["Metadata"].get(META_PART_SIZE) or "") if existing else ""
@@ -301,8 +313,8 @@ class ObjectCopier:
         expected = ExpectedChecksum.composite(part_digests)
         if existing and existing["Metadata"].get(META_SHA256) == sha_hex and not expected.mismatch(
                 existing.get("ChecksumSHA256")):
-            return self._verified(source, sha_hex, expected, retention, hash_part_size, existing["VersionId"],
-                                  adopted=True)
+            return self._verified(source, sha_hex, expected, self._retention(source, existing), hash_part_size,
+                                  existing["VersionId"], adopted=True)
         if hash_part_size != part_size:
             if spool is not None:
                 part_digests = self._part_digests(spool, part_size)
@@ -424,7 +436,7 @@ class ObjectCopier:
             source_last_modified=source.last_modified, sha256=sha_hex, cold_checksum=verified.checksum,
             cold_checksum_type=expected.kind, part_size=part_size, document_type=retention.document_type,
             source_document_type=retention.source_document_type, retention_years=retention.retention_years,
-            retain_until=verified.retain_until, retention_base=retention.base,
+            retain_until=verified.retain_until, retention_base=retention.base, retention_note=retention.note,
             storage_class=verified.storage_class, cold_version_id=verified.version_id, cold_etag=verified.etag,
             adopted=adopted, notes=notes, lock_repaired=verified.lock_repaired,
             evidence=ColdEvidence.from_head(verified.head, tags_sent=None if adopted else cold_tags(retention)),

@@ -1,9 +1,15 @@
 """Retention policy: which COMPLIANCE retain-until date a document gets.
 
-The date must be deterministic (a rerun, a retry or a rebuild from storage computes the same value)
+The policy's date is deterministic (a rerun, a retry or a rebuild from storage computes the same value)
 and never shorter than the policy asks, so it is derived only from the document itself:
 base date + N years, where the base is the document's own date when its metadata carries a valid one,
-else the hot object's LastModified.
+else the hot object's LastModified (the upload day).
+
+A policy date that is already past, or too close (a 1960 payslip with 50 years), cannot be a lock: S3
+refuses a retain-until date in the past. Such a document is locked until `now + minimum_lock_days`
+instead (base 'minimum'), so no document stays uncopied because of its date. That date depends on when the
+copy is written, which is why the caller passes `now` explicitly: the write time for a new copy, the cold
+version's own LastModified when an existing copy is adopted (so a rerun asks for what was written).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ DOCUMENT_TYPE_KEYS = ("document-type", "document_type", "documenttype")
 DOCUMENT_DATE_KEYS = ("document-date", "document_date", "documentdate")
 EARLIEST_DOCUMENT_DATE = dt.date(1900, 1, 1)
 
-RetentionBase = Literal["document-date", "last-modified"]
+RetentionBase = Literal["document-date", "last-modified", "minimum"]
 
 
 class PolicyError(ValueError):
@@ -36,9 +42,15 @@ class ResolvedRetention:
     document_type: str  # policy class applied, always a key of the policy
     source_document_type: str | None  # raw metadata value as found on the hot site
     retention_years: int
-    retain_until: dt.datetime  # UTC
+    retain_until: dt.datetime  # UTC: the later of the policy's date and the minimum lock
     base: RetentionBase
-    notes: tuple[str, ...]  # why a fallback happened, for the audit log
+    notes: tuple[str, ...]  # why a fallback happened, for the audit log and the row's retention_note
+    policy_until: dt.datetime | None = None  # the policy's own date, when the minimum replaced it
+
+    @property
+    def note(self) -> str | None:
+        """The notes as the row's retention_note (None when the policy applied as written)."""
+        return "; ".join(self.notes) if self.notes else None
 
 
 @dataclass(frozen=True)
@@ -113,18 +125,26 @@ class RetentionPolicy:
         return self.default_type, (f"unknown document-type {raw!r}: default policy {self.default_type!r} "
                                    "applied",)
 
-    def resolve(self, metadata: Mapping[str, str], last_modified: dt.datetime) -> ResolvedRetention:
+    def resolve(self, metadata: Mapping[str, str], last_modified: dt.datetime, *, now: dt.datetime,
+                minimum_lock_days: int) -> ResolvedRetention:
+        """The lock a document gets: the policy's date, or `now + minimum_lock_days` when that is later."""
         raw_type = first_value(metadata, DOCUMENT_TYPE_KEYS)
         document_type, type_notes = self.resolve_type(raw_type)
         years = self.years_by_type[document_type]
         base_date, base, date_notes = retention_base(metadata, last_modified)
+        policy_until = retain_until(base_date, years)
+        floor = minimum_retain_until(now, minimum_lock_days)
+        if policy_until >= floor:
+            return ResolvedRetention(
+                document_type=document_type, source_document_type=raw_type, retention_years=years,
+                retain_until=policy_until, base=base, notes=type_notes + date_notes,
+            )
+        minimum_note = (f"policy date {policy_until:%Y-%m-%d} ({base} {base_date} + {years} years) is before "
+                        f"now + {minimum_lock_days} days: locked on the minimum until {floor:%Y-%m-%d}")
         return ResolvedRetention(
-            document_type=document_type,
-            source_document_type=raw_type,
-            retention_years=years,
-            retain_until=retain_until(base_date, years),
-            base=base,
-            notes=type_notes + date_notes,
+            document_type=document_type, source_document_type=raw_type, retention_years=years,
+            retain_until=floor, base="minimum", notes=type_notes + date_notes + (minimum_note,),
+            policy_until=policy_until,
         )
 
 
@@ -150,9 +170,13 @@ def retention_base(
         document_date = None
     if document_date is None or len(raw.strip()) != 10:
         return stored_on, "last-modified", (f"document-date {raw!r} is not YYYY-MM-DD: LastModified used",)
-    if not EARLIEST_DOCUMENT_DATE <= document_date <= stored_on:
+    if document_date > stored_on:  # a document cannot be dated after it was uploaded
         return stored_on, "last-modified", (
-            f"document-date {raw!r} is outside {EARLIEST_DOCUMENT_DATE}..{stored_on}: LastModified used",)
+            f"warning: document-date {raw!r} is later than the upload day {stored_on}: invalid, the upload day "
+            "is the retention base",)
+    if document_date < EARLIEST_DOCUMENT_DATE:
+        return stored_on, "last-modified", (
+            f"document-date {raw!r} is before {EARLIEST_DOCUMENT_DATE}: LastModified used",)
     return document_date, "document-date", ()
 
 
@@ -162,6 +186,14 @@ def add_years(day: dt.date, years: int) -> dt.date:
         return day.replace(year=day.year + years)
     except ValueError:
         return dt.date(day.year + years, 3, 1)
+
+
+def minimum_retain_until(now: dt.datetime, days: int) -> dt.datetime:
+    """Midnight UTC after `now + days`: at least `days` full days of lock whatever the time of day."""
+    if days < 1:
+        raise ValueError(f"the minimum lock must be at least 1 day, got {days}")
+    day = now.astimezone(dt.UTC).date() + dt.timedelta(days=days + 1)
+    return dt.datetime.combine(day, dt.time(0, 0), tzinfo=dt.UTC)
 
 
 def retain_until(base_date: dt.date, years: int) -> dt.datetime:

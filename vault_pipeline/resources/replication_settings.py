@@ -25,6 +25,7 @@ class ReplicationSettingsResource(ConfigurableResource):
     spool_max_mb: int
     delete_after_replication: bool
     retention_policy_file: str | None
+    minimum_lock_days: int
     reserved_prefixes: list[str]
 
     def engine_settings(self) -> EngineSettings:
@@ -38,7 +39,7 @@ class ReplicationSettingsResource(ConfigurableResource):
             storage_class=storage_class, multipart_threshold=self.multipart_threshold_mb * MiB,
             part_size=self.part_size_mb * MiB, part_concurrency=self.part_concurrency,
             reserved_prefixes=tuple(self.reserved_prefixes), spool_dir=self.spool_dir,
-            spool_max_bytes=self.spool_max_mb * MiB,
+            spool_max_bytes=self.spool_max_mb * MiB, minimum_lock_days=self.minimum_lock_days,
         )
 
     def retention_policy(self) -> RetentionPolicy:

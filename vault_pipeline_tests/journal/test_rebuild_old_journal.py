@@ -23,7 +23,7 @@ FIXTURE = Path(__file__).resolve().parent / "fixtures" / "journal_v1"
 OLD_NAMES = {"s3_key": "object_key", "bucket_source": "source_bucket", "bucket_dest": "destination_bucket",
              "aws_version_id": "cold_version_id", "aws_etag": "cold_etag", "aws_object_lock_until": "retain_until",
              "ovh_etag": "source_etag", "ovh_size": "file_size"}
-ADDED_SINCE = ("document_id", "user_id", "failed_at")  # columns format-1 entries cannot know: NULL
+ADDED_SINCE = ("document_id", "user_id", "failed_at", "retention_note")  # columns format-1 entries cannot know: NULL
 
 
 def as_written(value: Any) -> Any:

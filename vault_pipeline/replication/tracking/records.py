@@ -54,6 +54,8 @@ class ReplicationOutcome:
     # The application's identifiers from the hot object's metadata (valid UUIDs only, else None and a note).
     document_id: str | None = None
     user_id: str | None = None
+    # Why the retention is not the policy as written (policy.ResolvedRetention.note): a fallback, the minimum lock.
+    retention_note: str | None = None
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,8 @@ def _jsonable(value: Any) -> Any:
 # One statement for a whole group of copies: each column travels as an array (unnest), instead of one
 # UPDATE per copy, whose per-statement cost dominated recording small documents.
 _MARK_REPLICATED_ARRAYS = ("id", "status", "moved", "etag", "sver", "size", "lm", "day", "sha", "ck", "ckt", "ps",
-                           "dt", "sdt", "years", "until", "base", "sc", "ver", "cetag", "adopted", "docid", "userid")
+                           "dt", "sdt", "years", "until", "base", "sc", "ver", "cetag", "adopted", "docid", "userid",
+                           "note")
 _MARK_REPLICATED_SQL = """
     UPDATE vault_secure.replication_status AS r SET
         status = u.status, ovh_etag = CASE WHEN u.moved THEN r.ovh_etag ELSE u.etag END,
@@ -139,7 +140,7 @@ _MARK_REPLICATED_SQL = """
         partition_day = CASE WHEN u.moved THEN r.partition_day ELSE u.day END,
         sha256 = u.sha, cold_checksum = u.ck, cold_checksum_type = u.ckt, part_size = u.ps,
         document_type = u.dt, source_document_type = u.sdt, retention_years = u.years,
-        aws_object_lock_until = u.until, retention_base = u.base, storage_class = u.sc,
+        aws_object_lock_until = u.until, retention_base = u.base, retention_note = u.note, storage_class = u.sc,
         aws_version_id = u.ver, aws_etag = u.cetag, cold_upload_id = NULL,
         previous_cold_version_ids = ARRAY(SELECT jsonb_array_elements_text(u.prev::jsonb)),
         replication_count = r.replication_count + CASE WHEN u.adopted THEN 0 ELSE 1 END,
@@ -152,9 +153,9 @@ _MARK_REPLICATED_SQL = """
                 %(size)s::bigint[], %(lm)s::timestamptz[], %(day)s::date[], %(sha)s::text[], %(ck)s::text[],
                 %(ckt)s::text[], %(ps)s::bigint[], %(dt)s::text[], %(sdt)s::text[], %(years)s::integer[],
                 %(until)s::timestamptz[], %(base)s::text[], %(sc)s::text[], %(ver)s::text[], %(cetag)s::text[],
-                %(adopted)s::boolean[], %(prev)s::text[], %(docid)s::text[], %(userid)s::text[])
+                %(adopted)s::boolean[], %(prev)s::text[], %(docid)s::text[], %(userid)s::text[], %(note)s::text[])
         AS u (id, status, moved, etag, sver, size, lm, day, sha, ck, ckt, ps, dt, sdt, years, until, base, sc, ver,
-              cetag, adopted, prev, docid, userid)
+              cetag, adopted, prev, docid, userid, note)
     WHERE r.id = u.id
     RETURNING r.*
 """
@@ -170,4 +171,4 @@ def _replicated_params(row: ClaimedRow, outcome: ReplicationOutcome, status: str
             "years": outcome.retention_years, "until": outcome.retain_until, "base": outcome.retention_base,
             "sc": outcome.storage_class, "ver": outcome.cold_version_id, "cetag": outcome.cold_etag,
             "prev": previous, "adopted": outcome.adopted, "id": row.id, "docid": outcome.document_id,
-            "userid": outcome.user_id}
+            "userid": outcome.user_id, "note": outcome.retention_note}
