@@ -19,6 +19,8 @@ from vault_pipeline.replication.report import (
     audit_frame,
     chart_png,
     lag_percentiles,
+    minimum_lock_count,
+    minimum_lock_table,
     monthly_cost,
     png_markdown,
     problems_table,
@@ -85,6 +87,9 @@ def verification_report(
     metadata.update({
         "objects": MetadataValue.int(len(frame)),
         "problems": MetadataValue.int(len(frame) - counts["ok"]),
+        # Documents whose policy date was past when copied, locked until copy + VAULT_MINIMUM_LOCK_DAYS.
+        "minimum_lock": MetadataValue.int(minimum_lock_count(frame)),
+        "minimum_lock_documents": MetadataValue.md(minimum_lock_table(frame)),
         "lag_p50_s": MetadataValue.float(round(lag["p50"], 3)) if lag["p50"] is not None else MetadataValue.null(),
         "lag_p99_s": MetadataValue.float(round(lag["p99"], 3)) if lag["p99"] is not None else MetadataValue.null(),
         "estimated_monthly_cost_usd_day": MetadataValue.float(round(day_cost, 6)),

@@ -52,6 +52,7 @@ class ObjectAudit:
     cold_version_id: str | None = None
     current_version_id: str | None = None
     retain_until: dt.datetime | None = None
+    retention_base: str | None = None  # 'minimum': locked on VAULT_MINIMUM_LOCK_DAYS, its policy date was past
     lag_seconds: float | None = None  # hot LastModified -> verified copy
     hot_state: str | None = None  # same | changed | deleted | unknown
     in_flight: bool = False  # pending or being copied, within the grace period: not yet a failure
@@ -91,7 +92,12 @@ class DayAudit:
 
 
 def required_retain_until(row: dict[str, Any], policy: RetentionPolicy) -> dt.datetime:
-    """What the policy demands today: the recorded date, later still if the policy grew for this type."""
+    """What the policy demands today: the recorded date, later still if the policy grew for this type.
+
+    Never less than recorded. A copy locked on the minimum (retention_base 'minimum') recorded the minimum
+    date, which is what it is held to: it is never flagged short for its past policy date. If the policy
+    grows for its type, the extra years are added to that recorded date, an upper bound of the new policy
+    date (which was earlier than the minimum): asking for a longer lock is never wrong."""
     recorded: dt.datetime = row["aws_object_lock_until"]
     years_now = policy.years_by_type.get(row["document_type"], policy.years_by_type[policy.default_type])
     extra = years_now - int(row["retention_years"])
@@ -141,6 +147,7 @@ class Auditor:
             key=row["s3_key"], day=row["partition_day"], status=row["status"],
             document_type=row["document_type"], size=int(row["ovh_size"]), sha256=row["sha256"],
             cold_version_id=row["aws_version_id"], retain_until=row["aws_object_lock_until"],
+            retention_base=row.get("retention_base"),
         )
         if row["verified_at"] is not None:
             obj.lag_seconds = (row["verified_at"] - row["source_last_modified"]).total_seconds()

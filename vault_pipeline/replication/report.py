@@ -23,7 +23,8 @@ OVERHEAD_ARCHIVE_BYTES = 32 * 1024
 OVERHEAD_STANDARD_BYTES = 8 * 1024
 # Columns named as in vault_secure.replication_status where they are the same fact.
 COLUMNS = ["s3_key", "day", "classification", "problems", "status", "document_type", "ovh_size", "sha256",
-           "aws_version_id", "current_version_id", "aws_object_lock_until", "lag_seconds", "hot_state"]
+           "aws_version_id", "current_version_id", "aws_object_lock_until", "lag_seconds", "hot_state",
+           "retention_base"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ def audit_frame(audit: DayAudit) -> pd.DataFrame:
         "aws_object_lock_until": o.retain_until.isoformat() if o.retain_until else None,
         "lag_seconds": o.lag_seconds,
         "hot_state": o.hot_state,
+        "retention_base": o.retention_base,
     } for o in audit.objects]
     return pd.DataFrame.from_records(records, columns=COLUMNS)
 
@@ -73,6 +75,25 @@ def summary_table(frame: pd.DataFrame) -> str:
     lines = [header, "|" + "---|" * (len(pivot.columns) + 1)]
     for doc_type, row in pivot.iterrows():
         lines.append(f"| {doc_type} | " + " | ".join(str(int(v)) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def minimum_lock_count(frame: pd.DataFrame) -> int:
+    """Documents locked on the minimum (VAULT_MINIMUM_LOCK_DAYS) because their policy date was past."""
+    return int((frame["retention_base"] == "minimum").sum()) if not frame.empty else 0
+
+
+def minimum_lock_table(frame: pd.DataFrame, limit: int = 25) -> str:
+    """Markdown: the documents locked on the minimum, with the date they are locked until."""
+    locked = frame[frame["retention_base"] == "minimum"] if not frame.empty else frame
+    if locked.empty:
+        return "No document is locked on the minimum: every lock is its policy's date."
+    lines = [f"{len(locked)} document(s) locked on the minimum (their policy date was already past when copied):",
+             "", "| key | document type | locked until |", "|---|---|---|"]
+    for _, row in locked.head(limit).iterrows():
+        lines.append(f"| `{md_escape(str(row['s3_key']))}` | {row['document_type']} | {row['aws_object_lock_until']} |")
+    if len(locked) > limit:
+        lines.append(f"| ... {len(locked) - limit} more | | |")
     return "\n".join(lines)
 
 
