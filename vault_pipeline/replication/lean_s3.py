@@ -16,6 +16,11 @@ HTTPS. Throttling, 5xx answers and connection failures are retried like botocore
 A response that carries a full-object CRC32 or SHA-1/SHA-256 checksum for a GET asked with checksum mode
 is validated while it is read, as botocore does.
 
+Bodies are the object's bytes as stored, never decoded: an object stored with `Content-Encoding: gzip` (or
+br, or an encoding its bytes are not in) is read as its gzip bytes, which are what its checksum covers and
+what the cold copy must hold. urllib3 decodes gzip, deflate, br and zstd bodies by default; every request
+here turns that off (botocore does the same: `decode_content=False`).
+
 Switch it off per site (`OVH_S3_LEAN_CLIENT` / `AWS_S3_LEAN_CLIENT` = false) to have boto3 do everything.
 """
 
@@ -146,7 +151,7 @@ class _ValidatingBody:
 
     def read(self, amt: int | None = None) -> bytes:
         try:
-            data = self._response.read(amt)
+            data = self._response.read(amt, decode_content=False)  # the stored bytes, whatever Content-Encoding says
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ConnectionClosedError(endpoint_url=self._what) from exc
         self._feed(data)
@@ -207,9 +212,13 @@ class LeanS3Client:
     # Calls with any other argument (SSE-C keys, part numbers, file bodies...) go to boto3 unchanged.
     _GET_ARGS = frozenset({"Bucket", "Key", "IfMatch", "Range", "VersionId", "ChecksumMode"})
     _HEAD_ARGS = frozenset({"Bucket", "Key", "VersionId", "ChecksumMode"})
+    # Representation headers of an object, as (boto3 argument and response key, HTTP header).
+    _CONTENT_HEADERS = (("ContentType", "content-type"), ("ContentEncoding", "content-encoding"),
+                        ("ContentDisposition", "content-disposition"), ("CacheControl", "cache-control"),
+                        ("ContentLanguage", "content-language"))
     _PUT_ARGS = frozenset({"Bucket", "Key", "Body", "ChecksumSHA256", "ChecksumAlgorithm", "Metadata",
                            "ObjectLockMode", "ObjectLockRetainUntilDate", "StorageClass", "Tagging",
-                           "ContentType", "IfNoneMatch"})
+                           "IfNoneMatch", *(arg for arg, _ in _CONTENT_HEADERS)})
 
     def get_object(self, **kwargs: Any) -> dict[str, Any]:
         if not kwargs.keys() <= self._GET_ARGS:
@@ -249,7 +258,7 @@ class LeanS3Client:
                 raise ParamValidationError(report=f"Non ascii characters found in S3 metadata for key {name!r}")
             headers[META_PREFIX + name.lower()] = value
         optional = (("ObjectLockMode", "x-amz-object-lock-mode"), ("StorageClass", "x-amz-storage-class"),
-                    ("Tagging", "x-amz-tagging"), ("ContentType", "content-type"), ("IfNoneMatch", "if-none-match"))
+                    ("Tagging", "x-amz-tagging"), ("IfNoneMatch", "if-none-match"), *self._CONTENT_HEADERS)
         for arg, header in optional:
             if kwargs.get(arg):
                 headers[header] = kwargs[arg]
@@ -302,7 +311,7 @@ class LeanS3Client:
             try:
                 payload = body() if callable(body) else body  # a stream is opened anew for every attempt
                 response = pool.urlopen(method, target, body=payload, headers=signed, preload_content=not stream,
-                                        redirect=False, retries=False)
+                                        decode_content=False, redirect=False, retries=False)
             except urllib3.exceptions.HTTPError as exc:
                 if attempt == self._max_attempts:
                     raise self._connection_error(exc, f"{self._endpoint.scheme}://{host}{target}") from exc
@@ -362,7 +371,7 @@ class LeanS3Client:
             if lower.startswith(META_PREFIX):
                 metadata[lower[len(META_PREFIX):]] = value
         result["Metadata"] = metadata
-        simple = (("ETag", "etag"), ("VersionId", "x-amz-version-id"), ("ContentType", "content-type"),
+        simple = (("ETag", "etag"), ("VersionId", "x-amz-version-id"), *LeanS3Client._CONTENT_HEADERS,
                   ("StorageClass", "x-amz-storage-class"), ("ObjectLockMode", "x-amz-object-lock-mode"),
                   ("ChecksumSHA256", "x-amz-checksum-sha256"), ("ChecksumCRC32", "x-amz-checksum-crc32"),
                   ("ChecksumType", "x-amz-checksum-type"), ("ContentRange", "content-range"),

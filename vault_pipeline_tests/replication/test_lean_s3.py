@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import gzip
 import hashlib
 import http.server
 import threading
@@ -66,6 +67,8 @@ def test_put_head_get_match_boto3(cold: tuple[Any, LeanS3Client, str], cold_flav
         Metadata={"vault-sha256": hashlib.sha256(body).hexdigest(), "spaced": "a  b   c"},
         ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=retain, StorageClass="DEEP_ARCHIVE",
         Tagging="document-type=payslip&retention-years=50", ContentType="application/pdf", IfNoneMatch="*",
+        ContentEncoding="gzip", ContentDisposition='attachment; filename="a b.pdf"', CacheControl="no-store",
+        ContentLanguage="fr",  # gzip claimed for bytes that are not: stored, sent and read back as they are
     )
     assert put["VersionId"]
     lean_head = client.head_object(Bucket=bucket, Key=key, VersionId=put["VersionId"], ChecksumMode="ENABLED")
@@ -76,6 +79,8 @@ def test_put_head_get_match_boto3(cold: tuple[Any, LeanS3Client, str], cold_flav
     assert lean_head["ObjectLockRetainUntilDate"] == retain
     assert lean_head["ObjectLockMode"] == "COMPLIANCE" and lean_head["TagCount"] == 2
     assert lean_head["ChecksumSHA256"] == sha256_b64(body)
+    assert (lean_head["ContentEncoding"], lean_head["CacheControl"], lean_head["ContentLanguage"]) == (
+        "gzip", "no-store", "fr")
     if cold_flavour == "seaweedfs":  # the moto server refuses tag reads on DEEP_ARCHIVE (AWS answers them)
         tags = boto.get_object_tagging(Bucket=bucket, Key=key, VersionId=put["VersionId"])["TagSet"]
         assert {t["Key"]: t["Value"] for t in tags} == {"document-type": "payslip", "retention-years": "50"}
@@ -99,6 +104,24 @@ def test_get_reads_whole_ranged_and_pinned(hot_site: Any) -> None:
     with client.get_object(Bucket=bucket, Key="k")["Body"] as stream:  # closed before its end
         assert len(stream.read(100)) == 100
     assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == body  # the pool still works
+
+
+def test_bodies_are_read_as_stored_never_decoded(hot_site: Any) -> None:
+    """urllib3 decodes gzip/deflate/br/zstd bodies by default; the stored bytes are what is copied and what
+    the server's checksum covers (issue 12: a gzip object failed its CRC32 check on every GET)."""
+    client = lean_client(hot_site)
+    bucket = unique("lean-enc")
+    ensure_bucket(client, bucket, object_lock=False)
+    stored = {"gzip": gzip.compress(b"%PDF-1.7 " * 20_000), "deflate": zlib.compress(b"x" * 50_000),
+              "br": b"\x8b\x03\x80not really brotli\x03", "zstd": b"not zstd either"}
+    for encoding, body in stored.items():
+        client._boto.put_object(Bucket=bucket, Key=encoding, Body=body, ContentEncoding=encoding,
+                                ChecksumAlgorithm="CRC32")
+        whole = client.get_object(Bucket=bucket, Key=encoding)
+        assert whole["ContentEncoding"] == encoding and whole["ContentLength"] == len(body)
+        assert whole["Body"].read() == body  # and its CRC32 matched on the way
+        assert b"".join(client.get_object(Bucket=bucket, Key=encoding)["Body"].iter_chunks(1000)) == body
+        assert client.get_object(Bucket=bucket, Key=encoding, Range="bytes=2-9")["Body"].read() == body[2:10]
 
 
 def test_errors_carry_the_s3_code(cold: tuple[Any, LeanS3Client, str], cold_flavour: str) -> None:
