@@ -34,7 +34,7 @@ from vault_pipeline.journal.entries import BUSINESS_COLUMNS, parse_time, row_fro
 from vault_pipeline.journal.reader import read_segments
 from vault_pipeline.journal.segments import JournalError, SegmentStore, StoredSegment
 from vault_pipeline.replication.identity import application_ids
-from vault_pipeline.replication.policy import DOCUMENT_TYPE_KEYS
+from vault_pipeline.replication.policy import DOCUMENT_TYPE_KEYS, recorded_base
 from vault_pipeline.replication.tracking import TrackingStore
 from vault_pipeline.replication.verify import (
     META_DOCUMENT_TYPE,
@@ -356,6 +356,9 @@ def _row_from_head(client: Any, bucket: str, key: str, version_id: str, source_b
         return f"its SHA-256 checksum disagrees with {META_SHA256}: not a verified copy"
     now = dt.datetime.now(dt.UTC)
     ids = application_ids(meta)
+    asked_until = parse_time(meta.get(META_RETAIN_UNTIL))
+    base, note = (None, None) if years is None or asked_until is None else recorded_base(
+        meta, last_modified, years, asked_until)
     return {
         "s3_key": key, "bucket_source": source_bucket, "bucket_dest": bucket,
         "ovh_etag": meta[META_SOURCE_ETAG], "ovh_size": int(head.get("ContentLength", 0)),
@@ -369,7 +372,7 @@ def _row_from_head(client: Any, bucket: str, key: str, version_id: str, source_b
         "source_document_type": next((meta[k] for k in DOCUMENT_TYPE_KEYS if meta.get(k)), None),
         "retention_years": years,
         "aws_object_lock_until": head.get("ObjectLockRetainUntilDate") or parse_time(meta.get(META_RETAIN_UNTIL)),
-        "retention_base": None, "storage_class": head.get("StorageClass") or "STANDARD",
+        "retention_base": base, "retention_note": note, "storage_class": head.get("StorageClass") or "STANDARD",
         "aws_version_id": version_id, "aws_etag": head.get("ETag"), "previous_cold_version_ids": [],
         "replication_count": 1, "verified_at": now, "hot_deleted_at": None,
     }

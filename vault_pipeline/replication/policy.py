@@ -148,6 +148,20 @@ class RetentionPolicy:
         )
 
 
+def recorded_base(metadata: Mapping[str, str], last_modified: dt.datetime, years: int,
+                  asked_until: dt.datetime) -> tuple[RetentionBase, str | None]:
+    """The retention base and note of a copy already written, from what it describes of itself (its source
+    metadata, LastModified, years and the retain-until date it was written with): 'minimum' when that date
+    is later than the policy's own. For a rebuild from a HEAD, where no journal entry says it."""
+    base_date, base, notes = retention_base(metadata, last_modified)
+    policy_until = retain_until(base_date, years)
+    if asked_until > policy_until:
+        notes += (f"policy date {policy_until:%Y-%m-%d} ({base} {base_date} + {years} years) was before the "
+                  f"minimum lock: locked on the minimum until {asked_until:%Y-%m-%d}",)
+        return "minimum", "; ".join(notes)
+    return base, "; ".join(notes) or None
+
+
 def first_value(metadata: Mapping[str, str], keys: tuple[str, ...]) -> str | None:
     lowered = {k.lower(): v for k, v in metadata.items()}
     for key in keys:

@@ -8,6 +8,7 @@ from vault_pipeline.replication.policy import (
     RetentionPolicy,
     add_years,
     minimum_retain_until,
+    recorded_base,
     retain_until,
 )
 from vault_pipeline.settings import ConfigurationError, load_settings, setting_default
@@ -144,6 +145,17 @@ def test_a_future_date_on_a_document_whose_upload_day_is_past_can_still_need_the
     assert resolved.policy_until == dt.datetime(2020, 3, 5, tzinfo=UTC)
     assert resolved.note is not None and "later than the upload day 2010-03-04" in resolved.note
     assert "locked on the minimum" in resolved.note
+
+
+def test_a_written_copy_tells_its_base_from_its_own_metadata(policy: RetentionPolicy) -> None:
+    """A rebuild from a HEAD (no journal entry) finds 'minimum' again from the date the copy was written with."""
+    for metadata in ({"document-type": "payslip", "document-date": "1960-01-15"},
+                     {"document-type": "invoice", "document-date": "2099-01-01"},
+                     {"document-type": "invoice", "document-date": "2020-02-29"}, {"document-type": "payslip"}):
+        resolved = resolve(policy, metadata)
+        assert recorded_base(metadata, STORED, resolved.retention_years, resolved.retain_until) == (
+            resolved.base, resolved.note.replace("is before now + 180 days", "was before the minimum lock")
+            if resolved.note else None)
 
 
 def test_the_minimum_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
