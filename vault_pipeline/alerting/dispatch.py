@@ -85,15 +85,15 @@ class AlertDispatcher:
     def _extension(row: Row, damage: NewDamage, alert: Alert, at: dt.datetime) -> dict[str, Any]:
         """The payload of new damage on the open `row`, as it was before this failure.
 
-        The row's notification is still undelivered: it is replaced, so the one message that goes out
-        says everything. An opening alert becomes an opening alert naming the keys of both; an extension
-        becomes one extension naming the new keys of both.
+        If the row's notification is still undelivered, it is replaced, so the one message that goes out
+        says everything: an opening alert becomes an opening alert naming the keys failing now first,
+        then those it named before; an extension becomes one extension naming the new keys of both.
         """
         last = row["last_payload"] or {}
         previous = int((last.get("details") or {}).get("extension") or 0)  # 0: the opening alert
         undelivered = row["delivery_state"] == "pending"
         if undelivered and not previous:
-            keys = tuple(dict.fromkeys([*last.get("failing_keys", []), *damage.keys, *alert.failing_keys]))
+            keys = tuple(dict.fromkeys([*alert.failing_keys, *last.get("failing_keys", [])]))
             return alert_payload(replace(alert, failing_keys=keys[:MAX_KEYS]), at=at)
         keys, unnamed = damage.keys, damage.unnamed
         if undelivered:

@@ -212,3 +212,15 @@ def test_migration_012_remembers_the_keys_of_alerts_already_open(tracking: Track
     assert sorted(row["seen_keys"]) == sorted(["é/ü.pdf", "b.pdf"]) and row["peak_failing"] == 2
     assert sorted(row["seen_key_hashes"]) == sorted([key_hash("é/ü.pdf"), key_hash("b.pdf")])  # SQL == Python
     assert dispatcher.raise_alert(failing("é/ü.pdf", "b.pdf", run="r2"), observed_at=at(1)) is None
+
+
+def test_an_undelivered_opening_alert_names_what_fails_now_first(tracking: TrackingStore) -> None:
+    """Replaced while undelivered, an opening alert keeps at most 20 keys: the new damage is among them."""
+    dispatcher = AlertDispatcher(AlertStore(tracking.pool), WebhookNotifier("http://127.0.0.1:9/x"))  # never sent
+    keys = [f"k{i:02}.pdf" for i in range(20)]
+    dispatcher.raise_alert(failing(*keys, run="r1"), observed_at=at(0))
+    merged = dispatcher.raise_alert(failing("a-new.pdf", *keys, run="r2"), observed_at=at(10))
+    assert merged is not None and merged.payload["new_keys"][0] == "a-new.pdf"
+    assert len(merged.payload["failing_keys"]) == 20 and merged.payload["details"]["objects_failing"] == 21
+    row = dispatcher.store.get(KEY)
+    assert row["delivery_state"] == "pending" and row["last_payload"] == merged.payload
