@@ -1,5 +1,6 @@
 """What a cold copy carries besides its bytes: the vault's user metadata (the fixity value and where the
-copy came from, so that each copy describes itself), the COMPLIANCE lock, the storage class and the tags."""
+copy came from, so that each copy describes itself), the hot object's content headers, the COMPLIANCE lock,
+the storage class and the tags."""
 
 from __future__ import annotations
 
@@ -60,6 +61,5 @@ def cold_object_args(bucket: str, storage_class: str, source: SourceObject, sha_
         "Tagging": urllib.parse.urlencode(cold_tags(retention)),
         "ChecksumAlgorithm": "SHA256",
     }
-    if source.content_type:
-        args["ContentType"] = source.content_type
+    args.update(source.content_headers())  # Content-Type, Content-Encoding, ... as on the hot site
     return args

@@ -6,7 +6,10 @@ PutObject whose x-amz-checksum-sha256 the cold server checks. Larger objects tak
    bytes to a local spool file when the spool budget and the disk allow;
 2. the multipart upload sends each part with its pass-1 SHA-256, which the cold server checks (a part
    whose bytes differ is refused), several parts in flight, streamed from the spool file or, without
-   one, from a ranged GET pinned to the hashed version (If-Match).
+   one, from ranged GETs pinned to the hashed version (its VersionId, else If-Match on its ETag).
+Bytes are copied as stored: a body is never decoded whatever its Content-Encoding says, and the SHA-256 is
+of the stored bytes. The hot object's content headers (Content-Type, Content-Encoding, Content-Disposition,
+Cache-Control, Content-Language) go with the copy and are verified on the cold HEAD.
 The SHA-256 must be in the cold object's user metadata, which S3 only accepts when the upload starts,
 hence pass 1. Memory is bounded by a few 1 MiB chunks per part in flight, whatever the object size
 (by part_size x part_concurrency when the cold client cannot stream a part body).
@@ -39,6 +42,7 @@ from vault_pipeline.replication.policy import ResolvedRetention, RetentionPolicy
 from vault_pipeline.replication.spool import READ_CHUNK, SPOOL_BUDGET, SPOOL_FREE_MARGIN, MiB, PartHasher, SpoolFile
 from vault_pipeline.replication.tracking import ReplicationOutcome
 from vault_pipeline.replication.verify import (
+    CONTENT_HEADERS,
     META_PART_SIZE,
     META_SHA256,
     META_SOURCE_ETAG,
@@ -87,6 +91,23 @@ class SourceObject:
     version_id: str | None
     metadata: dict[str, str]
     content_type: str | None
+    content_encoding: str | None = None
+    content_disposition: str | None = None
+    cache_control: str | None = None
+    content_language: str | None = None
+
+    def content_headers(self) -> dict[str, str]:
+        """The content headers to give the cold copy (boto3 names, see verify.CONTENT_HEADERS), those set."""
+        values = (self.content_type, self.content_encoding, self.content_disposition, self.cache_control,
+                  self.content_language)
+        return {name: value for name, value in zip(CONTENT_HEADERS, values, strict=True) if value}
+
+
+def stored_encoding(value: str | None) -> str | None:
+    """Content-Encoding as the object is stored: without `aws-chunked`, which only describes how an upload
+    travelled (S3 drops it; a server that kept it would make the cold site expect a chunked body)."""
+    codings = [c.strip() for c in (value or "").split(",") if c.strip() and c.strip().lower() != "aws-chunked"]
+    return ",".join(codings) or None
 
 
 UploadHook = Callable[[str | None], None]
@@ -156,7 +177,37 @@ class ObjectCopier:
             version_id=response.get("VersionId") if response.get("VersionId") not in (None, "null") else None,
             metadata=dict(response.get("Metadata") or {}),
             content_type=response.get("ContentType"),
+            content_encoding=stored_encoding(response.get("ContentEncoding")),
+            content_disposition=response.get("ContentDisposition"),
+            cache_control=response.get("CacheControl"),
+            content_language=response.get("ContentLanguage"),
         )
+
+    @staticmethod
+    def _pinned(source: SourceObject) -> dict[str, str]:
+        """GetObject arguments that read the version hashed and nothing else: its VersionId when the hot
+        bucket is versioned (later writes do not touch it), else If-Match on its ETag (a replaced object
+        is refused with 412)."""
+        return {"VersionId": source.version_id} if source.version_id else {"IfMatch": f'"{source.etag}"'}
+
+    @staticmethod
+    def _same_version(source: SourceObject, response: dict[str, Any], what: str) -> None:
+        """Refuse an answer for another version than the one hashed: a server that ignores If-Match would
+        otherwise give a copy mixing two versions' bytes."""
+        etag = strip_etag(response.get("ETag"))
+        if etag != source.etag:
+            response["Body"].close()
+            raise CopyError(f"{what} of hot object {source.key!r} answered ETag {etag!r}, not {source.etag!r} of "
+                            "the version hashed: the object changed during its copy (copied again next attempt)")
+
+    @staticmethod
+    def _source_error(what: str, source: SourceObject, exc: BaseException) -> CopyError:
+        if isinstance(exc, ClientError) and (
+                exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
+                or exc.response.get("Error", {}).get("Code") == "PreconditionFailed"):
+            return CopyError(f"{what} of hot object {source.key!r} failed: the object changed during its copy (the "
+                             f"version hashed, ETag {source.etag!r}, is no longer current; copied again next attempt)")
+        return wrap(f"{what} of hot object {source.key!r}", exc)
 
     def _read_small(self, key: str) -> tuple[SourceObject, bytes]:
         try:
@@ -187,7 +238,8 @@ class ObjectCopier:
         parts = PartHasher(part_size)
         total = 0
         try:
-            response = self.hot.get_object(Bucket=self.hot_bucket, Key=source.key, IfMatch=f'"{source.etag}"')
+            response = self.hot.get_object(Bucket=self.hot_bucket, Key=source.key, **self._pinned(source))
+            self._same_version(source, response, "GET (hash pass)")
             for chunk in response["Body"].iter_chunks(READ_CHUNK):
                 total += len(chunk)
                 whole.update(chunk)
@@ -198,8 +250,10 @@ class ObjectCopier:
                         log.warning("spool file for %r abandoned (%s): parts will be read again", source.key, exc)
                         spool = None
                 parts.update(chunk)
+        except CopyError:
+            raise
         except Exception as exc:
-            raise wrap(f"GET hot object {source.key!r} (hash pass)", exc) from exc
+            raise self._source_error("GET (hash pass)", source, exc) from exc
         if total != source.size:
             raise CopyError(f"hot object {source.key!r}: read {total} bytes, expected {source.size}")
         return whole.digest(), parts.finish(), spool is not None and spool.written == total
@@ -228,6 +282,8 @@ class ObjectCopier:
         meta = head.get("Metadata") or {}
         if meta.get(META_SOURCE_ETAG) != source.etag or not meta.get(META_SHA256):
             return None
+        if any(head.get(name) != value for name, value in source.content_headers().items()):
+            return None  # written without the headers the source has (before they were carried): copy anew
         return head
 
     # -- copy paths -------------------------------------------------------------------------------
@@ -352,14 +408,16 @@ class ObjectCopier:
         return parts.finish()
 
     def _range_chunks(self, source: SourceObject, start: int, length: int) -> Iterator[bytes]:
-        """A part of the source, streamed from a ranged GET pinned to the hashed version (If-Match)."""
+        """A part of the source, streamed from a ranged GET pinned to the hashed version (_pinned)."""
+        what = f"ranged GET (bytes {start}+{length})"
         try:
             response = self.hot.get_object(
-                Bucket=self.hot_bucket, Key=source.key, IfMatch=f'"{source.etag}"',
-                Range=f"bytes={start}-{start + length - 1}",
+                Bucket=self.hot_bucket, Key=source.key, Range=f"bytes={start}-{start + length - 1}",
+                **self._pinned(source),
             )
         except Exception as exc:
-            raise wrap(f"ranged GET of hot object {source.key!r} bytes {start}+{length}", exc) from exc
+            raise self._source_error(what, source, exc) from exc
+        self._same_version(source, response, what)
         received = 0
         body = response["Body"]
         try:
@@ -427,6 +485,7 @@ class ObjectCopier:
         verified = verify_copy(self.cold, self.cold_bucket, Expectation(
             key=source.key, version_id=version_id, size=source.size, sha256_hex=sha_hex, checksum=expected,
             retain_until=retention.retain_until, storage_class=self.options.storage_class,
+            headers=tuple(source.content_headers().items()),
         ))
         ids = application_ids(source.metadata)
         notes = retention.notes + ids.notes + (

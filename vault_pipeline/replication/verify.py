@@ -2,7 +2,8 @@
 
 Deep Archive objects cannot be read back without a 12-48 h restore, so a copy is proven from the cold
 site's HEAD (ChecksumMode=ENABLED): size, the server's own checksum against the value we computed,
-our SHA-256 in the user metadata, the storage class, the COMPLIANCE lock and its date, the tag count.
+our SHA-256 in the user metadata, the storage class, the COMPLIANCE lock and its date, the tag count,
+and the content headers carried from the hot object (Content-Encoding, Content-Type, ...).
 A missing or short lock is set or extended here (never shortened): some servers drop the lock headers
 of CreateMultipartUpload, and a copy is not "replicated" until it is locked.
 """
@@ -28,6 +29,10 @@ META_RETAIN_UNTIL = "vault-retain-until"
 META_PART_SIZE = "vault-part-size"
 TAG_DOCUMENT_TYPE = "DocumentType"
 TAG_RETENTION_YEARS = "RetentionYears"
+# The representation headers a copy carries from the hot object, as they are there: how to read the bytes
+# (Content-Encoding: a gzip document stays gzip bytes labelled gzip) and how to serve them. boto3 uses the
+# same names in a HEAD/GET answer and in PutObject/CreateMultipartUpload arguments.
+CONTENT_HEADERS = ("ContentType", "ContentEncoding", "ContentDisposition", "CacheControl", "ContentLanguage")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Expectation:
     retain_until: dt.datetime
     storage_class: str
     tag_count: int = 2
+    headers: tuple[tuple[str, str], ...] = ()  # CONTENT_HEADERS sent with the copy, as (name, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +140,8 @@ def verify_copy(client: Any, bucket: str, expect: Expectation) -> VerifiedCopy:
     tag_count = head.get("TagCount")
     if tag_count is not None and int(tag_count) != expect.tag_count:
         problems.append(f"{tag_count} tags, expected {expect.tag_count}")
+    problems.extend(f"{name} {head.get(name)!r} != {value!r}" for name, value in expect.headers
+                    if head.get(name) != value)
     if problems:
         # Nothing was wrong with the request, so the bytes or the server are: another attempt writes anew.
         raise VerificationError(f"{where} failed verification: " + "; ".join(problems))
