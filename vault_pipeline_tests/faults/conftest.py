@@ -26,7 +26,10 @@ NO_RESCAN = {"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}}
 # The product's clients wait 120 s for a response (s3client.SiteConfig.read_timeout) and the settings do not
 # expose it; the suite shortens it in this process so a stall past the timeout takes seconds.
 READ_TIMEOUT_S = 2.0
-STALL_S = 4.0
+# A run that fails on one of these failed on a bug of the pipeline, whatever the fault was.
+INTERNAL_ERRORS = ("TypeError", "AttributeError", "KeyError", "NameError", "AssertionError", "UnboundLocalError",
+                   "IndexError", "ValueError")
+STALL_S = 3.0  # past READ_TIMEOUT_S
 
 
 @dataclass
@@ -76,6 +79,10 @@ class Faulty:
             self.log.append(f"  run failure: {failure_text(failure[0]) if failure else '?'}")
         print("\n".join(self.log))
         assert found.ok, found.problems
+        if not result.success:  # the run is red: the operator must be told why, not shown a crash
+            failure = [e for e in result.all_events if e.is_failure]
+            text = failure_text(failure[0]) if failure else ""
+            assert not text.startswith(INTERNAL_ERRORS), f"the faulted run failed on a bug, not the fault: {text}"
         return found
 
     def recover_and_check(self) -> invariants.Findings:
