@@ -105,9 +105,12 @@ class SourceObject:
 
 def stored_encoding(value: str | None) -> str | None:
     """Content-Encoding as the object is stored: without `aws-chunked`, which only describes how an upload
-    travelled (S3 drops it; a server that kept it would make the cold site expect a chunked body)."""
-    codings = [c.strip() for c in (value or "").split(",") if c.strip() and c.strip().lower() != "aws-chunked"]
-    return ",".join(codings) or None
+    travelled (S3 drops it; a server that kept it would make the cold site expect a chunked body). Any
+    other value is kept exactly as it is."""
+    if not value or "aws-chunked" not in value.lower():
+        return value or None
+    codings = [c.strip() for c in value.split(",") if c.strip() and c.strip().lower() != "aws-chunked"]
+    return ", ".join(codings) or None
 
 
 UploadHook = Callable[[str | None], None]

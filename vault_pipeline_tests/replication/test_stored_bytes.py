@@ -117,7 +117,8 @@ def test_a_cold_copy_without_the_source_headers_fails_verification(vault: Vault,
 def test_aws_chunked_is_a_way_of_uploading_not_an_encoding_of_the_stored_bytes() -> None:
     assert stored_encoding("gzip,aws-chunked") == "gzip"
     assert stored_encoding("aws-chunked") is None
-    assert stored_encoding("br, gzip") == "br,gzip"
+    assert stored_encoding("br, aws-chunked , gzip") == "br, gzip"
+    assert stored_encoding("GZIP ,  br") == "GZIP ,  br"  # anything else is carried exactly as it is
     assert stored_encoding(None) is None
     source = SourceObject(key="k", etag="e", size=1, last_modified=None, version_id=None,  # type: ignore[arg-type]
                           metadata={}, content_type="text/plain", content_encoding="gzip", content_language="fr")
