@@ -29,7 +29,9 @@ class Claims(TrackingConnection):
                 WITH candidates AS (
                     SELECT id, status AS previous_status FROM vault_secure.replication_status
                     WHERE bucket_source = %(src)s AND partition_day BETWEEN %(d0)s AND %(d1)s
-                      AND (status IN ('pending', 'failed')
+                      AND (status = 'pending'
+                           -- a failed row whose hot object is gone waits for a listing to find it again
+                           OR (status = 'failed' AND hot_missing_at IS NULL)
                            OR (status = 'in_progress' AND lease_expires_at < now()))
                       AND (last_attempt_at IS NULL OR last_attempt_at < %(since)s)
                     ORDER BY partition_day, id
@@ -71,11 +73,39 @@ class Claims(TrackingConnection):
             )
             return cur.rowcount
 
-    def record_upload_id(self, row_id: int, owner: str, upload_id: str | None) -> None:
-        """Remember an open multipart upload before sending parts, so a crash can be cleaned up."""
+    def record_upload_id(self, row_id: int, owner: str, upload_id: str | None) -> bool:
+        """Remember an open multipart upload and its owner before sending parts, so a crash can be cleaned
+        up. False when `owner` no longer holds the row: it must abort the upload and stop."""
         with self.pool.connection() as conn, conn.transaction():
-            conn.execute(
-                "UPDATE vault_secure.replication_status SET cold_upload_id = %s, updated_at = now()"
-                " WHERE id = %s AND lease_owner = %s",
-                (upload_id, row_id, owner),
+            cur = conn.execute(
+                "UPDATE vault_secure.replication_status SET cold_upload_id = %s,"
+                " cold_upload_owner = CASE WHEN %s::text IS NULL THEN NULL ELSE lease_owner END, updated_at = now()"
+                " WHERE id = %s AND lease_owner = %s AND status = 'in_progress'",
+                (upload_id, upload_id, row_id, owner),
             )
+            return cur.rowcount == 1
+
+    def confirm_lease(self, row_id: int, owner: str, lease_seconds: float) -> bool:
+        """The fence right before an irreversible cold write (CompleteMultipartUpload): True, with the lease
+        renewed, only while `owner` holds an unexpired lease on the row. Nobody can take the row over for
+        the next `lease_seconds`, far longer than the write takes."""
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.execute(
+                "UPDATE vault_secure.replication_status SET lease_expires_at = now() + make_interval(secs => %s)"
+                " WHERE id = %s AND lease_owner = %s AND status = 'in_progress' AND lease_expires_at > now()",
+                (lease_seconds, row_id, owner),
+            )
+            return cur.rowcount == 1
+
+    def live_uploads(self, cold_bucket: str, key: str, row_id: int) -> tuple[set[str], bool]:
+        """What other rows writing the same cold key hold under an unexpired lease: the upload ids their
+        owners recorded, and whether one of them has no upload id recorded yet (its owner may be between
+        CreateMultipartUpload and recording it). A takeover leaves those uploads alone."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT cold_upload_id, cold_upload_owner = lease_owner FROM vault_secure.replication_status"
+                " WHERE s3_key = %s AND status = 'in_progress' AND bucket_dest = %s AND id <> %s"
+                " AND lease_expires_at > now()",
+                (key, cold_bucket, row_id),
+            ).fetchall()
+        return {upload for upload, mine in rows if upload and mine}, any(upload is None for upload, _ in rows)

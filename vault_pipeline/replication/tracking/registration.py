@@ -24,20 +24,22 @@ _DIFF_SQL = """
         SELECT * FROM unnest(%(keys)b::text[], %(etags)b::text[]) WITH ORDINALITY
             AS listed (s3_key, ovh_etag, ordinal)
     ), nearby AS MATERIALIZED (
-        SELECT known.s3_key, known.ovh_etag FROM vault_secure.replication_status AS known
+        SELECT known.s3_key, known.ovh_etag, known.hot_missing_at FROM vault_secure.replication_status AS known
         WHERE known.bucket_source = %(src)s
           AND known.s3_key BETWEEN (SELECT min(s3_key) FROM listed) AND (SELECT max(s3_key) FROM listed)
         LIMIT %(cap)s
     )
     SELECT listed.ordinal FROM listed LEFT JOIN nearby ON nearby.s3_key = listed.s3_key
-    WHERE (SELECT count(*) FROM nearby) < %(cap)s AND nearby.ovh_etag IS DISTINCT FROM listed.ovh_etag
+    WHERE (SELECT count(*) FROM nearby) < %(cap)s
+      AND (nearby.ovh_etag IS DISTINCT FROM listed.ovh_etag OR nearby.hot_missing_at IS NOT NULL)
     UNION ALL
     SELECT listed.ordinal FROM listed LEFT JOIN LATERAL (
-        SELECT known.ovh_etag FROM vault_secure.replication_status AS known
+        SELECT known.ovh_etag, known.hot_missing_at FROM vault_secure.replication_status AS known
         WHERE known.bucket_source = %(src)s AND known.s3_key = listed.s3_key
         LIMIT 1
     ) AS stored ON true
-    WHERE (SELECT count(*) FROM nearby) >= %(cap)s AND stored.ovh_etag IS DISTINCT FROM listed.ovh_etag
+    WHERE (SELECT count(*) FROM nearby) >= %(cap)s
+      AND (stored.ovh_etag IS DISTINCT FROM listed.ovh_etag OR stored.hot_missing_at IS NOT NULL)
 """
 # The ON CONFLICT clause decides on each row's latest version, so a row written since the diff read it is
 # handled as before. Rows in key order: concurrent registrations lock them in the same order.
@@ -60,8 +62,10 @@ _UPSERT_SQL = """
         retry_count = 0,
         error_message = NULL,
         hot_deleted_at = NULL,
+        hot_missing_at = NULL,
         updated_at = now()
-    WHERE r.ovh_etag IS DISTINCT FROM EXCLUDED.ovh_etag
+    -- a row whose hot object was found gone comes back when a listing finds the key again
+    WHERE r.ovh_etag IS DISTINCT FROM EXCLUDED.ovh_etag OR r.hot_missing_at IS NOT NULL
     RETURNING partition_day, (xmax = 0) AS inserted
 """
 

@@ -91,21 +91,28 @@ class Results(TrackingConnection):
 
     def mark_failed(
         self, row: ClaimedRow, owner: str, *, error: str, failed_attempts: int, run_id: str | None,
-        source_bucket: str,
+        source_bucket: str, source_gone: bool = False,
     ) -> bool:
+        """Record a failure: the row (status, error, attempts) and a REPLICATION_FAILURE audit log, only while
+        `owner` still holds the row; a worker that lost it writes nothing (False). `source_gone`: the hot
+        object was deleted after it was listed; the row is not claimed again until a listing finds it."""
         with self.pool.connection() as conn, conn.transaction():
             cur = conn.execute(
                 """
                 UPDATE vault_secure.replication_status SET
                     status = 'failed', error_message = %s, retry_count = retry_count + %s, failed_at = now(),
+                    hot_missing_at = CASE WHEN %s THEN now() END,
                     lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
                 WHERE id = %s AND lease_owner = %s AND status = 'in_progress'
                 """,
-                (error[:4000], failed_attempts, row.id, owner),
+                (error[:4000], failed_attempts, source_gone, row.id, owner),
             )
+            if cur.rowcount != 1:
+                return False
             self._audit(conn, "REPLICATION_FAILURE", row.s3_key, run_id,
-                        {"error": error[:4000], "failed_attempts": failed_attempts}, bucket=source_bucket)
-            return cur.rowcount == 1
+                        {"error": error[:4000], "failed_attempts": failed_attempts, "hot_object_gone": source_gone},
+                        bucket=source_bucket)
+            return True
 
     def record_event(self, event: str, key: str, *, source_bucket: str, details: dict[str, Any],
                      run_id: str | None = None) -> None:
