@@ -149,6 +149,8 @@ def cold_copies(
             f"({report.count('replicated')} copied). First: {report.failures[0].key!r}: {report.failures[0].error}",
             metadata=metadata,
         )
+    if report.stopped:  # rows not claimed stay pending for the next run
+        raise Failure(description=f"stopped claiming before the day was done: {report.stopped}", metadata=metadata)
     return MaterializeResult(metadata=metadata)
 
 

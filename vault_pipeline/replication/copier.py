@@ -26,7 +26,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 
 from vault_pipeline.replication.checksums import ExpectedChecksum, b64
 from vault_pipeline.replication.cold_object import cold_object_args, cold_tags
-from vault_pipeline.replication.errors import CopyError, wrap
+from vault_pipeline.replication.errors import CopyError, wrap, wrap_hot
 from vault_pipeline.replication.identity import application_ids
 from vault_pipeline.replication.inventory import strip_etag
 from vault_pipeline.replication.policy import ResolvedRetention, RetentionPolicy
@@ -56,6 +56,10 @@ from vault_pipeline.settings import setting_default
 log = logging.getLogger(__name__)
 
 MAX_PARTS = 10_000
+
+
+class _Adopt(Exception):  # control flow inside _copy_large_from, never escapes it
+    """The conditional Complete was refused because a copy of the same source is there already."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,9 @@ def stored_encoding(value: str | None) -> str | None:
 
 
 UploadHook = Callable[[str | None], None]
+# Called right before CompleteMultipartUpload; raises (errors.LeaseLost) when this worker no longer holds
+# the row, so that a worker that lost its lease never completes a second locked version.
+Fence = Callable[[], None]
 
 
 class ObjectCopier:
@@ -129,12 +136,13 @@ class ObjectCopier:
 
     # -- entry point ------------------------------------------------------------------------------
     def replicate(self, key: str, *, listed_size: int, on_upload: UploadHook | None = None,
-                  first_copy: bool = False) -> ReplicationOutcome:
+                  first_copy: bool = False, fence: Fence | None = None) -> ReplicationOutcome:
         """Copy `key` (or recognise an existing verified copy of the same source) and verify it.
 
         `first_copy`: the manifest knows no cold version of this key, so the write can be conditional
         (If-None-Match) instead of checked beforehand; if a version exists after all (a copy written by a
-        run that died before recording it), the server refuses and the usual check adopts it."""
+        run that died before recording it), the server refuses and the usual check adopts it. A large
+        object's first copy is completed with If-None-Match too, after `fence` (see Fence)."""
         on_upload = on_upload or (lambda _upload_id: None)
         if key.startswith(self.options.reserved_prefixes):
             raise CopyError(f"key {key!r} is under a prefix reserved on the cold site for the pipeline's own "
@@ -142,10 +150,11 @@ class ObjectCopier:
         if listed_size <= self.options.multipart_threshold:
             source, body = self._read_small(key)
             if source.size > self.options.multipart_threshold:  # grew since it was listed
-                return self.replicate(key, listed_size=source.size, on_upload=on_upload)
+                return self.replicate(key, listed_size=source.size, on_upload=on_upload, first_copy=first_copy,
+                                      fence=fence)
             return self._copy_small(source, body, first_copy=first_copy)
         source = self._head_source(key)
-        return self._copy_large(source, on_upload)
+        return self._copy_large(source, on_upload, first_copy=first_copy, fence=fence)
 
     def abort_upload(self, key: str, upload_id: str) -> bool:
         """Abort an upload left open by a dead process; False if the server no longer knows it."""
@@ -157,16 +166,20 @@ class ObjectCopier:
                 return False
             raise wrap(f"AbortMultipartUpload {upload_id} on cold object {key!r}", exc) from exc
 
-    def abort_uploads_for_key(self, key: str) -> int:
-        """Abort every open upload of exactly `key`: a worker killed between CreateMultipartUpload and
-        recording the upload id leaves one nobody knows the id of. The cold bucket is ours alone."""
+    def abort_uploads_for_key(self, key: str, *, keep: Collection[str] = (), keep_unknown: bool = False) -> int:
+        """Abort the open uploads of exactly `key` except those in `keep` (uploads that live workers
+        recorded): a worker killed between CreateMultipartUpload and recording the upload id leaves one
+        nobody knows the id of. With `keep_unknown` (a live worker writing this cold key has not recorded its
+        upload id yet, so an unknown upload may be its own) nothing is aborted: a later takeover cleans up."""
         aborted = 0
+        if keep_unknown:
+            return 0
         try:
             response = self.cold.list_multipart_uploads(Bucket=self.cold_bucket, Prefix=key)
         except Exception as exc:
             raise wrap(f"ListMultipartUploads for cold object {key!r}", exc) from exc
         for upload in response.get("Uploads", []):
-            if upload["Key"] == key and self.abort_upload(key, upload["UploadId"]):
+            if upload["Key"] == key and upload["UploadId"] not in keep and self.abort_upload(key, upload["UploadId"]):
                 aborted += 1
         return aborted
 
@@ -221,7 +234,7 @@ class ObjectCopier:
                 return source, b""
             body = response["Body"].read()
         except Exception as exc:
-            raise wrap(f"GET hot object {key!r}", exc) from exc
+            raise wrap_hot(f"GET hot object {key!r}", key, exc) from exc
         if len(body) != source.size:
             raise CopyError(f"GET hot object {key!r} returned {len(body)} bytes, expected {source.size}")
         return source, body
@@ -230,7 +243,7 @@ class ObjectCopier:
         try:
             return self._source_from(key, self.hot.head_object(Bucket=self.hot_bucket, Key=key))
         except Exception as exc:
-            raise wrap(f"HEAD hot object {key!r}", exc) from exc
+            raise wrap_hot(f"HEAD hot object {key!r}", key, exc) from exc
 
     def _hash_pass(self, source: SourceObject, part_size: int, spool: SpoolFile | None
                    ) -> tuple[bytes, list[bytes], bool]:
@@ -335,10 +348,11 @@ class ObjectCopier:
             raise wrap(f"PUT cold object {source.key!r}", exc) from exc
         return response
 
-    def _copy_large(self, source: SourceObject, on_upload: UploadHook) -> ReplicationOutcome:
+    def _copy_large(self, source: SourceObject, on_upload: UploadHook, *, first_copy: bool = False,
+                    fence: Fence | None = None) -> ReplicationOutcome:
         spool = self._open_spool(source)
         try:
-            return self._copy_large_from(source, on_upload, spool)
+            return self._copy_large_from(source, on_upload, spool, first_copy=first_copy, fence=fence)
         finally:
             if spool is not None:
                 spool.close()
@@ -358,8 +372,8 @@ class ObjectCopier:
             SPOOL_BUDGET.release(source.size)
             return None
 
-    def _copy_large_from(self, source: SourceObject, on_upload: UploadHook, spool: SpoolFile | None
-                         ) -> ReplicationOutcome:
+    def _copy_large_from(self, source: SourceObject, on_upload: UploadHook, spool: SpoolFile | None, *,
+                         first_copy: bool = False, fence: Fence | None = None) -> ReplicationOutcome:
         retention = self._retention(source)
         part_size = self.options.part_size_for(source.size)
         existing = self._existing_copy(source)
@@ -386,12 +400,21 @@ class ObjectCopier:
             upload_id = self.cold.create_multipart_upload(**args)["UploadId"]
         except Exception as exc:
             raise wrap(f"CreateMultipartUpload for cold object {source.key!r}", exc) from exc
-        on_upload(upload_id)
         try:
+            on_upload(upload_id)  # raises when this worker lost the row: the upload is aborted below
             parts = self._upload_parts(source, upload_id, part_size, part_digests, spool)
-            response = self.cold.complete_multipart_upload(
-                Bucket=self.cold_bucket, Key=source.key, UploadId=upload_id, MultipartUpload={"Parts": parts},
-            )
+            response = self._complete_upload(source, upload_id, parts, sha_hex, expected, first_copy=first_copy,
+                                             fence=fence)
+            if response is None:  # the key got a copy of this very source meanwhile: adopt it
+                raise _Adopt
+        except _Adopt:
+            self._abort_quietly(source.key, upload_id)
+            on_upload(None)
+            existing = self._existing_copy(source)
+            if existing is None:
+                raise CopyError(f"cold object {source.key!r}: the copy that refused ours is gone") from None
+            return self._verified(source, sha_hex, expected, retention, part_size, existing["VersionId"],
+                                  adopted=True)
         except BaseException as exc:
             self._abort_quietly(source.key, upload_id)
             on_upload(None)
@@ -402,6 +425,39 @@ class ObjectCopier:
             raise
         on_upload(None)
         return self._verified(source, sha_hex, expected, retention, part_size, response.get("VersionId"))
+
+    def _complete_upload(self, source: SourceObject, upload_id: str, parts: list[dict[str, Any]], sha_hex: str,
+                         expected: ExpectedChecksum, *, first_copy: bool, fence: Fence | None
+                         ) -> dict[str, Any] | None:
+        """CompleteMultipartUpload, the step that makes a COMPLIANCE-locked version nobody can delete.
+
+        `fence` first: a worker that lost its lease stops here. A first copy is then completed with
+        `If-None-Match: *`, so two workers racing on one key leave one version: the loser gets 412 and
+        None (adopt the winner's copy of the same source); a version of other content (an older source a
+        dead run wrote) gets ours on top, as the small path does. The upload stays open after a 412 (AWS,
+        SeaweedFS and moto), so it can still be completed."""
+        if fence is not None:
+            fence()
+        request = {"Bucket": self.cold_bucket, "Key": source.key, "UploadId": upload_id,
+                   "MultipartUpload": {"Parts": parts}}
+        if first_copy and self._conditional:
+            try:
+                return self.cold.complete_multipart_upload(IfNoneMatch="*", **request)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if code == "NotImplemented" or status == 501:
+                    self._conditional = False
+                elif code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                    existing = self._existing_copy(source)
+                    if existing and existing["Metadata"].get(META_SHA256) == sha_hex and not expected.mismatch(
+                            existing.get("ChecksumSHA256")):
+                        return None
+                    if status == 409:  # a concurrent conflicting request: another attempt decides
+                        raise wrap(f"CompleteMultipartUpload of cold object {source.key!r}", exc) from exc
+                else:
+                    raise
+        return self.cold.complete_multipart_upload(**request)
 
     @staticmethod
     def _part_digests(spool: SpoolFile, part_size: int) -> list[bytes]:

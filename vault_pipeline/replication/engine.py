@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from vault_pipeline.replication.copier import ObjectCopier
-from vault_pipeline.replication.errors import CopyError, describe_s3_error
+from vault_pipeline.replication.errors import CopyError, LeaseLost, SourceGone, describe_s3_error, is_internal_error
 from vault_pipeline.replication.tracking import ClaimedRow, ReplicationOutcome, TrackingStore
 from vault_pipeline.settings import setting_default
 
@@ -50,6 +50,7 @@ class RunReport:
     results: list[ObjectResult] = field(default_factory=list)
     duration_s: float = 0.0
     aborted_uploads: int = 0
+    stopped: str | None = None  # why the run stopped claiming early (lease renewal failed, a bug)
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
@@ -66,10 +67,13 @@ Progress = Callable[[ObjectResult], None]
 
 
 class LeaseKeeper:
-    """Renews this owner's leases every third of the lease time until stopped."""
+    """Renews this owner's leases every third of the lease time until stopped. A failed renewal sets
+    `failed`: the engine then stops claiming (its rows may expire and be taken over; what it still copies is
+    fenced by the lease before every irreversible write and before every record)."""
 
     def __init__(self, store: TrackingStore, owner: str, lease_seconds: float) -> None:
         self.store, self.owner, self.lease_seconds = store, owner, lease_seconds
+        self.failed: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vault-lease", daemon=True)
 
@@ -85,8 +89,9 @@ class LeaseKeeper:
         while not self._stop.wait(self.lease_seconds / 3):
             try:
                 self.store.renew_leases(self.owner, self.lease_seconds)
-            except Exception:  # a missed renewal is survivable; the next one may succeed
-                log.warning("lease renewal for %s failed", self.owner, exc_info=True)
+            except Exception as exc:  # keep renewing what is in flight, but claim nothing more
+                self.failed = self.failed or f"lease renewal failed: {type(exc).__name__}: {exc}"
+                log.warning("lease renewal for %s failed: this run stops claiming", self.owner, exc_info=True)
 
 
 class GroupCommitter:
@@ -182,41 +187,70 @@ def replicate_days(
     report = RunReport(first_day=first_day, last_day=last_day)
     since = store.db_now()
     lock = threading.Lock()
+    stop: list[str] = []  # set once: claim nothing more (a bug was hit)
+
+    def take_over(row: ClaimedRow) -> None:
+        """Abort what the row's previous worker left open. Its recorded upload goes (that worker's lease on
+        the row is over: we hold it); on a takeover from an expired lease, so does every other open upload
+        of the key, except those of live workers writing the same cold key (their recorded upload ids, and
+        all unrecorded ones while one of them has not recorded its id yet)."""
+        try:
+            aborted = int(bool(row.cold_upload_id) and copier.abort_upload(row.s3_key, row.cold_upload_id))
+            if row.reclaimed:
+                live, unrecorded_live = store.live_uploads(copier.cold_bucket, row.s3_key, row.id)
+                aborted += copier.abort_uploads_for_key(row.s3_key, keep=live, keep_unknown=unrecorded_live)
+            with lock:
+                report.aborted_uploads += aborted
+            store.record_upload_id(row.id, owner, None)
+        except CopyError as exc:
+            log.warning("could not abort stale uploads for %r: %s", row.s3_key, exc)
 
     def process(row: ClaimedRow) -> ObjectResult | _Copied:
         t0 = time.monotonic()
-        if row.cold_upload_id or row.reclaimed:  # its previous worker died, maybe mid-upload
-            try:
-                aborted = int(bool(row.cold_upload_id) and copier.abort_upload(row.s3_key, row.cold_upload_id))
-                if row.reclaimed:
-                    aborted += copier.abort_uploads_for_key(row.s3_key)
-                with lock:
-                    report.aborted_uploads += aborted
-                store.record_upload_id(row.id, owner, None)
-            except CopyError as exc:
-                log.warning("could not abort stale uploads for %r: %s", row.s3_key, exc)
+        if row.cold_upload_id or row.reclaimed:  # its previous worker died or lost it, maybe mid-upload
+            take_over(row)
+
+        def on_upload(upload_id: str | None) -> None:
+            if not store.record_upload_id(row.id, owner, upload_id) and upload_id is not None:
+                raise LeaseLost(f"lost the lease on {row.s3_key!r} before recording upload {upload_id}")
+
+        def fence() -> None:
+            if not store.confirm_lease(row.id, owner, settings.lease_seconds):
+                raise LeaseLost(f"lost the lease on {row.s3_key!r} before completing its upload")
+
         error: str | None = None
         attempt = 0
+        gone = False
         for attempt in range(1, settings.max_attempts + 1):
             try:
                 outcome = copier.replicate(
-                    row.s3_key, listed_size=row.ovh_size,
-                    on_upload=lambda upload_id: store.record_upload_id(row.id, owner, upload_id),
-                    first_copy=row.aws_version_id is None,
+                    row.s3_key, listed_size=row.ovh_size, on_upload=on_upload,
+                    first_copy=row.aws_version_id is None, fence=fence,
                 )
                 return _Copied(row, outcome, attempt, t0, committer.submit(row, outcome, time.monotonic() - t0))
+            except LeaseLost as exc:  # another worker holds the row now: write nothing about it
+                log.warning("%s: left to the new owner", exc)
+                return ObjectResult(row.s3_key, "lost", row.ovh_size, attempt, time.monotonic() - t0, str(exc))
             except CopyError as exc:
-                error, retryable = str(exc), exc.retryable
-            except Exception as exc:  # DB or programming error: record it, never lose the row silently
+                error, retryable, gone = str(exc), exc.retryable, isinstance(exc, SourceGone)
+                if exc.internal:
+                    stop.append(f"internal error on {row.s3_key!r}: {exc}")
+                    log.error("replication of %r hit a bug: %s", row.s3_key, exc)
+            except Exception as exc:  # DB error or a bug: record it, never lose the row silently
                 text, retryable = describe_s3_error(exc)
-                error = f"unexpected error: {text}"
+                if is_internal_error(exc):  # a bug is never retried as if it were transient
+                    error = f"internal error (a bug, not retried): {text}"
+                    stop.append(f"internal error on {row.s3_key!r}: {text}")
+                else:
+                    error = f"unexpected error: {text}"
                 log.exception("replication of %r failed unexpectedly", row.s3_key)
             if not retryable or attempt == settings.max_attempts:
                 break
             sleep(settings.retry_base_seconds * 2 ** (attempt - 1))
         assert error is not None
-        store.mark_failed(row, owner, error=error, failed_attempts=attempt, run_id=run_id,
-                          source_bucket=source_bucket)
+        if not store.mark_failed(row, owner, error=error, failed_attempts=attempt, run_id=run_id,
+                                 source_bucket=source_bucket, source_gone=gone):
+            return ObjectResult(row.s3_key, "lost", row.ovh_size, attempt, time.monotonic() - t0, error)
         return ObjectResult(row.s3_key, "failed", row.ovh_size, attempt, time.monotonic() - t0, error)
 
     def recorded(copied: _Copied) -> ObjectResult:
@@ -229,8 +263,10 @@ def replicate_days(
             text, _ = describe_s3_error(exc)
             error = f"copied and verified (cold version {copied.outcome.cold_version_id}), but recording failed: {text}"
             try:
-                store.mark_failed(copied.row, owner, error=error, failed_attempts=copied.attempts, run_id=run_id,
-                                  source_bucket=source_bucket)
+                if not store.mark_failed(copied.row, owner, error=error, failed_attempts=copied.attempts,
+                                         run_id=run_id, source_bucket=source_bucket):
+                    return ObjectResult(copied.row.s3_key, "lost", copied.row.ovh_size, copied.attempts, duration,
+                                        error)
             except Exception:  # the database is gone: the lease expires and a later run adopts the copy
                 log.exception("could not record the failure of %r either", copied.row.s3_key)
             return ObjectResult(copied.row.s3_key, "failed", copied.row.ovh_size, copied.attempts, duration,
@@ -243,45 +279,56 @@ def replicate_days(
             progress(result)
 
     committer = GroupCommitter(store, owner, run_id)
-    with LeaseKeeper(store, owner, settings.lease_seconds), committer, ThreadPoolExecutor(
-        max_workers=settings.concurrency, thread_name_prefix="vault-copy"
-    ) as pool:
+    # Rows stay claimed (and their leases renewed) until every copy has finished or been abandoned: the
+    # pool is drained (running copies finish, queued ones are cancelled) and the committer has recorded
+    # what finished; only then are the rows never started given back. Releasing earlier let another
+    # run take a row whose copy was still running and abort its upload.
+    keeper = LeaseKeeper(store, owner, settings.lease_seconds)
+    with keeper:
         in_flight: set[Future[ObjectResult | _Copied]] = set()
-        recording: list[_Copied] = []
-        exhausted = False
         try:
-            while True:
-                room = len(in_flight) < settings.concurrency * 2 and len(recording) < committer.max_pending
-                if not exhausted and room:
-                    rows = store.claim(
-                        owner=owner, source_bucket=source_bucket, first_day=first_day, last_day=last_day,
-                        limit=settings.claim_batch, lease_seconds=settings.lease_seconds,
-                        not_attempted_since=since,
-                    )
-                    exhausted = not rows
-                    in_flight.update(pool.submit(process, row) for row in rows)
-                if not in_flight and not recording:
-                    break
-                waited: set[Future] = {*in_flight, *(c.recorded for c in recording)}
-                done, _ = wait(waited, timeout=1.0, return_when=FIRST_COMPLETED)
-                for future in done & in_flight:
-                    in_flight.discard(future)
-                    item = future.result()
-                    if isinstance(item, _Copied):
-                        recording.append(item)
-                    else:
-                        finish(item)
-                still: list[_Copied] = []
-                for copied in recording:
-                    if copied.recorded.done():
-                        finish(recorded(copied))
-                    else:
-                        still.append(copied)
-                recording = still
+            # Leaving this block drains the pool (running copies finish), then the committer records them.
+            with committer, ThreadPoolExecutor(max_workers=settings.concurrency,
+                                               thread_name_prefix="vault-copy") as pool:
+                recording: list[_Copied] = []
+                exhausted = False
+                try:
+                    while True:
+                        if keeper.failed or stop:  # renewal failing, or a bug: claim nothing more
+                            exhausted = True
+                        room = len(in_flight) < settings.concurrency * 2 and len(recording) < committer.max_pending
+                        if not exhausted and room:
+                            rows = store.claim(
+                                owner=owner, source_bucket=source_bucket, first_day=first_day, last_day=last_day,
+                                limit=settings.claim_batch, lease_seconds=settings.lease_seconds,
+                                not_attempted_since=since,
+                            )
+                            exhausted = not rows
+                            in_flight.update(pool.submit(process, row) for row in rows)
+                        if not in_flight and not recording:
+                            break
+                        waited: set[Future] = {*in_flight, *(c.recorded for c in recording)}
+                        done, _ = wait(waited, timeout=1.0, return_when=FIRST_COMPLETED)
+                        for future in done & in_flight:
+                            in_flight.discard(future)
+                            item = future.result()
+                            if isinstance(item, _Copied):
+                                recording.append(item)
+                            else:
+                                finish(item)
+                        still: list[_Copied] = []
+                        for copied in recording:
+                            if copied.recorded.done():
+                                finish(recorded(copied))
+                            else:
+                                still.append(copied)
+                        recording = still
+                finally:
+                    for future in in_flight:
+                        future.cancel()  # not started yet: released below
         finally:
-            for future in in_flight:
-                future.cancel()
-            store.release(owner)  # rows claimed but never started go back to pending at once
+            store.release(owner)  # rows claimed but never started (or abandoned) go back to pending at once
+    report.stopped = keeper.failed or (stop[0] if stop else None)
     report.duration_s = time.monotonic() - started
     return report
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import psycopg
+import psycopg_pool
 from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 # S3 error codes that another attempt cannot fix.
 PERMANENT_CODES = frozenset({
@@ -14,15 +17,43 @@ PERMANENT_CODES = frozenset({
 
 
 class CopyError(Exception):
-    """One object could not be replicated; `retryable` says whether another attempt may succeed."""
+    """One object could not be replicated; `retryable` says whether another attempt may succeed;
+    `internal` marks a bug (a TypeError, ...): never retried, and the run stops claiming."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, internal: bool = False) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = retryable and not internal
+        self.internal = internal
+
+
+class SourceGone(CopyError):
+    """The hot object was deleted after it was listed: nothing to copy until it is listed again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+class LeaseLost(CopyError):
+    """This worker no longer holds the row (its lease expired and another worker took it): it must stop
+    working on it and write nothing about it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
 
 
 class VerificationError(CopyError):
     """The cold copy exists but does not match what was sent (checksum, size, lock, class)."""
+
+
+# What another attempt can fix besides S3's own error answers: the network, the database, timeouts.
+TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
+    BotoCoreError, OSError, TimeoutError, Urllib3Error, psycopg.OperationalError, psycopg_pool.PoolTimeout,
+)
+
+
+def is_internal_error(exc: BaseException) -> bool:
+    """A bug rather than an answer of a server or a network failure (TypeError, KeyError, ...)."""
+    return not isinstance(exc, (ClientError, CopyError, *TRANSIENT_TYPES))
 
 
 def describe_s3_error(exc: BaseException) -> tuple[str, bool]:
@@ -36,11 +67,32 @@ def describe_s3_error(exc: BaseException) -> tuple[str, bool]:
         if status:
             text += f" [HTTP {status}]"
         return text, code not in PERMANENT_CODES
-    if isinstance(exc, BotoCoreError):
-        return f"{type(exc).__name__}: {exc}", True
-    return f"{type(exc).__name__}: {exc}", True
+    if isinstance(exc, CopyError):
+        return str(exc), exc.retryable
+    # Programming errors are never retried as if they were transient.
+    return f"{type(exc).__name__}: {exc}", isinstance(exc, TRANSIENT_TYPES)
 
 
 def wrap(action: str, exc: BaseException) -> CopyError:
+    if is_internal_error(exc):
+        return CopyError(f"{action} failed with an internal error (a bug, not retried): {type(exc).__name__}: {exc}",
+                         internal=True)
     text, retryable = describe_s3_error(exc)
     return CopyError(f"{action} failed: {text}", retryable=retryable)
+
+
+def hot_object_missing(exc: BaseException) -> bool:
+    """The hot site says the object (or the version being read) does not exist."""
+    if not isinstance(exc, ClientError):
+        return False
+    code = exc.response.get("Error", {}).get("Code")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("NoSuchKey", "NotFound", "404", "NoSuchVersion") or status == 404
+
+
+def wrap_hot(action: str, key: str, exc: BaseException) -> CopyError:
+    """`wrap` for a read of the hot object: a missing object is SourceGone (a clear terminal state)."""
+    if hot_object_missing(exc):
+        return SourceGone(f"{action} failed: {describe_s3_error(exc)[0]}: hot object {key!r} is gone (deleted "
+                          "from the hot site after it was listed); it is not retried until a listing finds it again")
+    return wrap(action, exc)

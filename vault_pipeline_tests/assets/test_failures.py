@@ -56,6 +56,7 @@ def test_missing_source_fails_only_that_object(vault: Vault) -> None:
     gone = vault.row("vanishes.pdf")
     assert gone["status"] == "failed"
     assert "NoSuchKey" in gone["error_message"] or "404" in gone["error_message"]
+    assert "is gone" in gone["error_message"] and gone["hot_missing_at"] is not None
     assert gone["retry_count"] == 1  # a missing key is not retried: another attempt cannot succeed
 
     vault.put("vanishes.pdf", b"back again", {"document-type": "payslip"})
@@ -78,3 +79,42 @@ def test_a_cold_bucket_that_cannot_hold_locked_copies_fails_the_run_clearly(vaul
     assert not run.success
     assert "must be versioned with Object Lock enabled" in failure_description(run)
     assert vault.row("waits.pdf")["status"] == "pending"  # nothing lost: the next good run copies it
+
+
+def test_an_object_deleted_between_listing_and_copy_is_failed_once_until_listed_again(vault: Vault) -> None:
+    """Issue 12 §8a: a clear terminal state, not retried by every run of its day, back when it reappears
+    (even with the same bytes, so the same ETag). Small and large objects."""
+    small, large = b"small, deleted before its copy", os.urandom(6 * 1024 * 1024)
+    vault.put("gone/small.pdf", small, {"document-type": "invoice"})
+    vault.put("gone/large.bin", large, {"document-type": "invoice"})
+    vault.put("gone/stays.pdf", b"fine", {"document-type": "invoice"})
+    vault.run_sensor()
+    for key in ("gone/small.pdf", "gone/large.bin"):
+        vault.hot.delete_object(Bucket=vault.hot_bucket, Key=key)
+
+    run = vault.run_partition(today_key(), NO_RESCAN)
+    assert not run.success and "2 object(s) still failed" in failure_description(run)
+    for key in ("gone/small.pdf", "gone/large.bin"):
+        row = vault.row(key)
+        assert row["status"] == "failed" and row["hot_missing_at"] is not None and row["retry_count"] == 1
+        assert "is gone (deleted from the hot site after it was listed)" in row["error_message"]
+
+    vault.put("gone/other.pdf", b"new work for the same day", {"document-type": "invoice"})
+    vault.run_sensor()
+    again = vault.run_partition(today_key(), NO_RESCAN)
+    # The copy step succeeds: the gone rows are not claimed again. (The day's completeness check stays red:
+    # two documents of the day were never archived.)
+    assert again.asset_materializations_for_node("cold_copies")
+    assert vault.row("gone/other.pdf")["status"] == "replicated"
+    assert [vault.row(k)["retry_count"] for k in ("gone/small.pdf", "gone/large.bin")] == [1, 1]
+    assert sql(vault.dsn, "SELECT count(*) FROM vault_secure.audit_logs WHERE event_type = 'REPLICATION_FAILURE'"
+                          " AND metadata->>'hot_object_gone' = 'true'") == [(2,)]
+
+    vault.put("gone/small.pdf", small, {"document-type": "invoice"})  # the same bytes: the same ETag
+    vault.put("gone/large.bin", large, {"document-type": "invoice"})
+    runs = vault.sensor_and_runs()
+    assert runs and all(r.success for r in runs)
+    for key in ("gone/small.pdf", "gone/large.bin"):
+        row = vault.row(key)
+        assert row["status"] == "replicated" and row["hot_missing_at"] is None
+        assert len(vault.cold_versions(key)) == 1
