@@ -34,3 +34,10 @@ def test_cold_upload_part_and_complete_answers_lost(faulty: Faulty) -> None:
     faulty.scenario(cold=[Rule("reset_response", methods={"PUT"}, path=UPLOAD_PART, count=1),
                           Rule("reset_response", methods={"POST"}, path=COMPLETE, count=1)],
                     small=4)
+
+
+@pytest.mark.parametrize("kind", ["reset_response", "truncate"])
+def test_cold_create_multipart_answer_lost(faulty: Faulty, kind: str) -> None:
+    """The server opened the upload, the client never learnt its id (found by the soak benchmark): no upload
+    may stay open behind a replicated row."""
+    faulty.scenario(cold=[Rule(kind, methods={"POST"}, path=r"\?uploads", count=2)], small=2)

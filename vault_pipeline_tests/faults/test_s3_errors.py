@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from vault_pipeline_tests.faults.conftest import Faulty
+import pytest
+
+from vault_pipeline_tests.faults import invariants
+from vault_pipeline_tests.faults.conftest import Faulty, MiB
 from vault_pipeline_tests.faults.proxy import Rule
 
 
@@ -14,6 +17,14 @@ def test_internal_errors_on_the_hot_site_reads_end_with_every_object_copied_once
     faulty.scenario(hot=[Rule("error500", methods={"GET", "HEAD"}, probability=0.5, count=40)])
 
 
+@pytest.mark.parametrize("cold_flavour", ["seaweedfs"], indirect=True)
 def test_a_cold_site_that_keeps_answering_slowdown_fails_the_rows_clearly_then_recovers(faulty: Faulty) -> None:
-    found = faulty.scenario(cold=[Rule("slowdown", methods={"PUT", "POST"})])
-    assert found.ok
+    """Every write refused for a whole run: each row ends `failed` with the server's answer in its message
+    (checked by faulted_run), and the next run, faults off, copies them all."""
+    faulty.put_mix(small=3, large=(6 * MiB,))
+    faulty.vault.run_sensor()
+    after = faulty.faulted_run(cold=[Rule("slowdown", methods={"PUT", "POST"})])
+    assert after.statuses == {"failed": 4}
+    assert all("SlowDown" in message for message in after.failed.values()), after.failed
+    assert invariants.failure_audits(faulty.vault.dsn, faulty.vault.hot_bucket) >= 4
+    faulty.recover_and_check()
