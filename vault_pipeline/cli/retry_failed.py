@@ -42,7 +42,13 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vault_pipeline.cli.retry_runs import day_outcome, failed_rows_by_day, launch_retries, wait_for_runs
+    from vault_pipeline.cli.retry_runs import (
+        day_outcome,
+        failed_rows_by_day,
+        launch_retries,
+        missing_rows,
+        wait_for_runs,
+    )
     from vault_pipeline.dagster_api import DagsterApi
     from vault_pipeline.partitions import partition_key_for
 
@@ -54,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     with tracking_connection() as conn:
         started = conn.execute("SELECT now()").fetchone()[0]
         failed = failed_rows_by_day(conn, bucket, sorted(set(args.days)) if args.days else None)
+        if missing := missing_rows(conn, bucket):
+            print(f"{missing} failed row(s) left out: their hot object is gone (deleted after it was listed); "
+                  "a listing that finds one again makes it pending")
         if not failed:
             where = f" on {', '.join(d.isoformat() for d in sorted(set(args.days)))}" if args.days else ""
             print(f"no failed rows{where} in {bucket}: nothing to retry")

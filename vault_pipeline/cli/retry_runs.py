@@ -5,7 +5,9 @@ sensor does not request runs for failed rows, on purpose: a permanent failure (a
 cold site refusing writes) would otherwise be retried forever. Once the cause is fixed, an operator asks
 for one `replication_job` run per day that has failed rows. That run claims the day's failed rows like
 pending ones (tracking.claim), copies and verifies them, runs the day's checks, and shows up in the UI
-like any other run, tagged `vault/trigger=retry-failed`.
+like any other run, tagged `vault/trigger=retry-failed`. Rows whose hot object was found gone
+(hot_missing_at) are left out: there is nothing to copy until a listing finds the object again, which
+makes the row pending by itself (`missing_rows` counts them for the operator).
 
 Plain Python: no Dagster imports (runs are launched through the webserver's GraphQL API).
 """
@@ -30,7 +32,7 @@ RUN_CONFIG = {"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}
 def failed_rows_by_day(conn: Any, source_bucket: str, days: list[dt.date] | None = None) -> dict[dt.date, int]:
     """{day: failed rows}, oldest day first; only the given days when `days` is set."""
     sql = ("SELECT partition_day, count(*) FROM vault_secure.replication_status"
-           " WHERE bucket_source = %s AND status = 'failed'")
+           " WHERE bucket_source = %s AND status = 'failed' AND hot_missing_at IS NULL")
     params: list[Any] = [source_bucket]
     if days is not None:
         sql += " AND partition_day = ANY(%s)"
@@ -38,13 +40,20 @@ def failed_rows_by_day(conn: Any, source_bucket: str, days: list[dt.date] | None
     return {day: int(n) for day, n in conn.execute(sql + " GROUP BY 1 ORDER BY 1", params).fetchall()}
 
 
+def missing_rows(conn: Any, source_bucket: str) -> int:
+    """Failed rows whose hot object was found gone: not retried, waiting for the object to be listed."""
+    return int(conn.execute("SELECT count(*) FROM vault_secure.replication_status WHERE bucket_source = %s"
+                            " AND status = 'failed' AND hot_missing_at IS NOT NULL", (source_bucket,)).fetchone()[0])
+
+
 def day_outcome(conn: Any, source_bucket: str, day: dt.date, since: dt.datetime) -> dict[str, Any]:
     """What became of the day's rows that the retry concerned: still failed (with their errors), or
     replicated since the retry started."""
     still_failed = conn.execute(
         "SELECT s3_key, error_message FROM vault_secure.replication_status"
-        " WHERE bucket_source = %s AND partition_day = %s AND status = 'failed' ORDER BY s3_key",
-        (source_bucket, day),
+        " WHERE bucket_source = %s AND partition_day = %s AND status = 'failed'"
+        " AND (hot_missing_at IS NULL OR hot_missing_at >= %s) ORDER BY s3_key",  # gone during the retry counts
+        (source_bucket, day, since),
     ).fetchall()
     replicated = conn.execute(
         "SELECT count(*) FROM vault_secure.replication_status WHERE bucket_source = %s AND partition_day = %s"
