@@ -16,7 +16,14 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from vault_pipeline.replication.copier import ObjectCopier
-from vault_pipeline.replication.errors import CopyError, LeaseLost, SourceGone, describe_s3_error, is_internal_error
+from vault_pipeline.replication.errors import (
+    TRANSIENT_TYPES,
+    CopyError,
+    LeaseLost,
+    SourceGone,
+    describe_s3_error,
+    is_internal_error,
+)
 from vault_pipeline.replication.tracking import ClaimedRow, ReplicationOutcome, TrackingStore
 from vault_pipeline.settings import setting_default
 
@@ -202,7 +209,7 @@ def replicate_days(
             with lock:
                 report.aborted_uploads += aborted
             store.record_upload_id(row.id, owner, None)
-        except CopyError as exc:
+        except (CopyError, *TRANSIENT_TYPES) as exc:  # best effort: the copy goes on; a later takeover retries
             log.warning("could not abort stale uploads for %r: %s", row.s3_key, exc)
 
     def process(row: ClaimedRow) -> ObjectResult | _Copied:
