@@ -223,7 +223,7 @@ class ObjectCopier:
                 or exc.response.get("Error", {}).get("Code") == "PreconditionFailed"):
             return CopyError(f"{what} of hot object {source.key!r} failed: the object changed during its copy (the "
                              f"version hashed, ETag {source.etag!r}, is no longer current; copied again next attempt)")
-        return wrap(f"{what} of hot object {source.key!r}", exc)
+        return wrap_hot(f"{what} of hot object {source.key!r}", source.key, exc)
 
     def _read_small(self, key: str) -> tuple[SourceObject, bytes]:
         try:

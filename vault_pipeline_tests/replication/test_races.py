@@ -281,3 +281,20 @@ def test_when_lease_renewal_fails_the_worker_stops_claiming(vault: Vault) -> Non
     assert len(report.results) <= 2  # what was claimed before the failure; nothing after
     statuses = [r["status"] for r in vault.store.rows(vault.hot_bucket)]
     assert statuses.count("pending") >= 2 and "in_progress" not in statuses
+
+
+@pytest.mark.parametrize("cold_flavour", ["seaweedfs"], indirect=True)
+def test_a_large_object_deleted_after_its_head_is_recorded_gone(vault: Vault) -> None:
+    """§8a mid-copy: the hot object disappears between the HEAD that starts a large copy and its read."""
+    vault.put("vanishing.bin", os.urandom(LARGE), {"document-type": "invoice"})
+    vault.run_sensor()
+
+    def delete_first(_name: str, kwargs: dict[str, Any]) -> None:
+        vault.hot.delete_object(Bucket=vault.hot_bucket, Key=kwargs["Key"])
+
+    report = run(vault, copier_for(vault, hot=Hooked(vault.hot, delete_first, "get_object")), "owner-A")
+    (failed,) = report.failures
+    assert failed.attempts == 1 and "is gone" in failed.error
+    row = vault.row("vanishing.bin")
+    assert row["status"] == "failed" and row["hot_missing_at"] is not None
+    assert vault.open_uploads() == [] and vault.cold_versions("vanishing.bin") == []
