@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+
 import psycopg
 import psycopg_pool
 from botocore.exceptions import BotoCoreError, ClientError
@@ -47,7 +49,8 @@ class VerificationError(CopyError):
 
 # What another attempt can fix besides S3's own error answers: the network, the database, timeouts.
 TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
-    BotoCoreError, OSError, TimeoutError, Urllib3Error, psycopg.OperationalError, psycopg_pool.PoolTimeout,
+    BotoCoreError, OSError, TimeoutError, Urllib3Error, http.client.HTTPException, psycopg.OperationalError,
+    psycopg.InterfaceError, psycopg_pool.PoolTimeout,
 )
 
 
