@@ -118,8 +118,9 @@ def stored_encoding(value: str | None) -> str | None:
 
 
 UploadHook = Callable[[str | None], None]
-# Called right before CompleteMultipartUpload; raises (errors.LeaseLost) when this worker no longer holds
-# the row, so that a worker that lost its lease never completes a second locked version.
+# Called right before a write that is not conditional on the key having no version (every
+# CompleteMultipartUpload, a small object's unconditional PUT); raises (errors.LeaseLost) when this worker
+# no longer holds the row, so that a worker that lost its lease never writes a second locked version.
 Fence = Callable[[], None]
 
 
@@ -152,7 +153,7 @@ class ObjectCopier:
             if source.size > self.options.multipart_threshold:  # grew since it was listed
                 return self.replicate(key, listed_size=source.size, on_upload=on_upload, first_copy=first_copy,
                                       fence=fence)
-            return self._copy_small(source, body, first_copy=first_copy)
+            return self._copy_small(source, body, first_copy=first_copy, fence=fence)
         source = self._head_source(key)
         return self._copy_large(source, on_upload, first_copy=first_copy, fence=fence)
 
@@ -303,7 +304,8 @@ class ObjectCopier:
         return head
 
     # -- copy paths -------------------------------------------------------------------------------
-    def _copy_small(self, source: SourceObject, body: bytes, *, first_copy: bool) -> ReplicationOutcome:
+    def _copy_small(self, source: SourceObject, body: bytes, *, first_copy: bool,
+                    fence: Fence | None = None) -> ReplicationOutcome:
         digest = hashlib.sha256(body).digest()
         sha_hex = digest.hex()
         retention = self._retention(source)
@@ -318,6 +320,8 @@ class ObjectCopier:
                 existing.get("ChecksumSHA256")):
             return self._verified(source, sha_hex, expected, self._retention(source, existing), None,
                                   existing["VersionId"], adopted=True)
+        if fence is not None:  # an unconditional write (a changed source, or no If-None-Match): lease first
+            fence()
         try:
             response = self.cold.put_object(Body=body, ChecksumSHA256=b64(digest), **args)
         except Exception as exc:

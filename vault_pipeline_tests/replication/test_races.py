@@ -298,3 +298,36 @@ def test_a_large_object_deleted_after_its_head_is_recorded_gone(vault: Vault) ->
     row = vault.row("vanishing.bin")
     assert row["status"] == "failed" and row["hot_missing_at"] is not None
     assert vault.open_uploads() == [] and vault.cold_versions("vanishing.bin") == []
+
+
+def test_a_changed_small_source_is_written_once_by_two_racing_owners(vault: Vault) -> None:
+    """A re-copy (the source changed) cannot be conditional, a version exists: the lease fence before the
+    PUT is what keeps two owners that both found no copy of the new content from writing two versions."""
+    vault.put("changed.pdf", b"first content", {"document-type": "invoice"})
+    vault.run_sensor()
+    assert [r.status for r in run(vault, copier_for(vault), "owner-X").results] == ["replicated"]
+    vault.put("changed.pdf", b"second content", {"document-type": "invoice"})
+    vault.run_sensor()
+    gate = Gate()
+
+    class PauseAfterFirstHead:
+        """A's cold client: its check for an existing copy of the new content answers, then A stops."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(vault.cold, name)
+
+        def head_object(self, **kwargs: Any) -> Any:
+            response = vault.cold.head_object(**kwargs)
+            if not gate.arrived.is_set():
+                gate.stop_here()
+            return response
+
+    thread, out = in_thread(lambda: run(vault, copier_for(vault, cold=PauseAfterFirstHead()), "owner-A"))
+    assert gate.arrived.wait(60)
+    expire_lease(vault, "changed.pdf")
+    assert [r.status for r in run(vault, copier_for(vault), "owner-B").results] == ["replicated"]
+    gate.go.set()
+    thread.join(60)
+    assert [r.status for r in out[0].results] == ["lost"]
+    assert len(vault.cold_versions("changed.pdf")) == 2  # first and second content, once each
+    assert audit_events(vault) == ["REPLICATION_SUCCESS", "REPLICATION_SUCCESS"]
