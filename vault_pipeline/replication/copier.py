@@ -122,6 +122,9 @@ UploadHook = Callable[[str | None], None]
 # CompleteMultipartUpload, a small object's unconditional PUT); raises (errors.LeaseLost) when this worker
 # no longer holds the row, so that a worker that lost its lease never writes a second locked version.
 Fence = Callable[[], None]
+# Which open uploads of a cold key live workers of other rows own: (their upload ids, whether one of them
+# has not recorded its id yet). See TrackingStore.live_uploads.
+LiveUploads = Callable[[], tuple[set[str], bool]]
 
 
 class ObjectCopier:
@@ -137,7 +140,8 @@ class ObjectCopier:
 
     # -- entry point ------------------------------------------------------------------------------
     def replicate(self, key: str, *, listed_size: int, on_upload: UploadHook | None = None,
-                  first_copy: bool = False, fence: Fence | None = None) -> ReplicationOutcome:
+                  first_copy: bool = False, fence: Fence | None = None,
+                  live_uploads: LiveUploads | None = None) -> ReplicationOutcome:
         """Copy `key` (or recognise an existing verified copy of the same source) and verify it.
 
         `first_copy`: the manifest knows no cold version of this key, so the write can be conditional
@@ -152,10 +156,10 @@ class ObjectCopier:
             source, body = self._read_small(key)
             if source.size > self.options.multipart_threshold:  # grew since it was listed
                 return self.replicate(key, listed_size=source.size, on_upload=on_upload, first_copy=first_copy,
-                                      fence=fence)
+                                      fence=fence, live_uploads=live_uploads)
             return self._copy_small(source, body, first_copy=first_copy, fence=fence)
         source = self._head_source(key)
-        return self._copy_large(source, on_upload, first_copy=first_copy, fence=fence)
+        return self._copy_large(source, on_upload, first_copy=first_copy, fence=fence, live_uploads=live_uploads)
 
     def abort_upload(self, key: str, upload_id: str) -> bool:
         """Abort an upload left open by a dead process; False if the server no longer knows it."""
@@ -353,10 +357,11 @@ class ObjectCopier:
         return response
 
     def _copy_large(self, source: SourceObject, on_upload: UploadHook, *, first_copy: bool = False,
-                    fence: Fence | None = None) -> ReplicationOutcome:
+                    fence: Fence | None = None, live_uploads: LiveUploads | None = None) -> ReplicationOutcome:
         spool = self._open_spool(source)
         try:
-            return self._copy_large_from(source, on_upload, spool, first_copy=first_copy, fence=fence)
+            return self._copy_large_from(source, on_upload, spool, first_copy=first_copy, fence=fence,
+                                         live_uploads=live_uploads)
         finally:
             if spool is not None:
                 spool.close()
@@ -377,7 +382,8 @@ class ObjectCopier:
             return None
 
     def _copy_large_from(self, source: SourceObject, on_upload: UploadHook, spool: SpoolFile | None, *,
-                         first_copy: bool = False, fence: Fence | None = None) -> ReplicationOutcome:
+                         first_copy: bool = False, fence: Fence | None = None,
+                         live_uploads: LiveUploads | None = None) -> ReplicationOutcome:
         retention = self._retention(source)
         part_size = self.options.part_size_for(source.size)
         existing = self._existing_copy(source)
@@ -401,9 +407,14 @@ class ObjectCopier:
         args = cold_object_args(self.cold_bucket, self.options.storage_class, source, sha_hex, retention,
                                 part_size)
         try:
-            upload_id = self.cold.create_multipart_upload(**args)["UploadId"]
+            created = self.cold.create_multipart_upload(**args)
         except Exception as exc:
+            self._abort_strays(source.key, None, live_uploads)  # an answer lost may hide an open upload
             raise wrap(f"CreateMultipartUpload for cold object {source.key!r}", exc) from exc
+        upload_id = created["UploadId"]
+        if created.get("ResponseMetadata", {}).get("RetryAttempts"):
+            # The client retried: an earlier attempt may have opened an upload whose id we never learnt.
+            self._abort_strays(source.key, upload_id, live_uploads)
         try:
             on_upload(upload_id)  # raises when this worker lost the row: the upload is aborted below
             parts = self._upload_parts(source, upload_id, part_size, part_digests, spool)
@@ -530,6 +541,16 @@ class ObjectCopier:
                                 thread_name_prefix="vault-part") as pool:
             # map() yields in order and re-raises the first failure; the pool finishes in-flight parts.
             return list(pool.map(send, numbers))
+
+    def _abort_strays(self, key: str, ours: str | None, live_uploads: LiveUploads | None) -> None:
+        """Abort the open uploads of `key` that are neither `ours` nor a live worker's: those our own lost
+        CreateMultipartUpload answers left (this worker holds the row, so nobody else of it writes the key).
+        Best effort: what is left is aborted by the next takeover of the row."""
+        try:
+            keep, unknown_live = live_uploads() if live_uploads else (set(), False)
+            self.abort_uploads_for_key(key, keep={*keep, *([ours] if ours else [])}, keep_unknown=unknown_live)
+        except Exception:
+            log.warning("could not abort stray uploads of %r", key, exc_info=True)
 
     def _abort_quietly(self, key: str, upload_id: str) -> None:
         for attempt in range(3):

@@ -233,6 +233,7 @@ def replicate_days(
                 outcome = copier.replicate(
                     row.s3_key, listed_size=row.ovh_size, on_upload=on_upload,
                     first_copy=row.aws_version_id is None, fence=fence,
+                    live_uploads=lambda: store.live_uploads(copier.cold_bucket, row.s3_key, row.id),
                 )
                 return _Copied(row, outcome, attempt, t0, committer.submit(row, outcome, time.monotonic() - t0))
             except LeaseLost as exc:  # another worker holds the row now: write nothing about it
