@@ -122,8 +122,13 @@ def database_status(conn: Any, source_bucket: str | None, *, period_days: int,
         f" FROM vault_secure.replication_status WHERE {where} AND status = 'failed'"
         " ORDER BY failed_at DESC NULLS LAST, id LIMIT %s", [*params, FAILED_ROWS_SHOWN],
     ).fetchall()
+    gone = cur.execute(
+        f"SELECT count(*) AS n FROM vault_secure.replication_status WHERE {where} AND status = 'failed'"
+        " AND hot_missing_at IS NOT NULL", params,
+    ).fetchone()["n"]
     failed_rows = {
         "objects": by_status.get("failed", {}).get("objects", 0),
+        "hot_gone": int(gone),  # deleted from the hot site before their copy: not retried until listed again
         "days": {r["partition_day"].isoformat(): r["n"] for r in failed_days},
         "latest": [{"s3_key": r["s3_key"], "day": r["partition_day"].isoformat(), "attempts": r["retry_count"],
                     "error": r["error_message"], "failed_at": _iso(r["failed_at"])} for r in failed_examples],
@@ -234,8 +239,11 @@ def needs_attention(report: StatusReport, *, now: dt.datetime, sensor_interval_s
     failed = report.failed_rows["objects"]
     if failed:
         days = sorted(report.failed_rows["days"])
+        gone = report.failed_rows.get("hot_gone", 0)
         lines.append(f"{failed} failed object(s) on {len(days)} day(s) ({', '.join(days[:5])}"
-                     f"{', ...' if len(days) > 5 else ''}): `vault-pipeline retry-failed`")
+                     f"{', ...' if len(days) > 5 else ''}): `vault-pipeline retry-failed`"
+                     + (f"; {gone} of them deleted from the hot site before their copy (never archived, not "
+                        "retried until uploaded again)" if gone else ""))
     for check in report.failed_checks:
         keys = ", ".join(check["failing_keys"][:3]) or "see the check's metadata"
         lines.append(f"check {check['check']} failed for {check['day']}: {keys}")

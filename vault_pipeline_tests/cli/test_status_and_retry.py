@@ -165,6 +165,7 @@ def test_failed_rows_are_shown_then_retried_through_a_dagster_run(dev: DevServer
     again = cli(dev, "retry-failed", "--dry-run")  # the gone document waits for a listing, not a retry
     assert "1 failed row(s) left out: their hot object is gone" in again.stdout
     assert "no failed rows" in again.stdout
+    assert "1 of them deleted from the hot site before their copy" in cli(dev, "status").stdout
     runs = [r for r in DagsterApi(dev.ui_url).runs("replication_job")
             if r["tags"].get("vault/trigger") == "retry-failed"]
     assert len(runs) == 1 and runs[0]["tags"]["dagster/partition"] == DAY
