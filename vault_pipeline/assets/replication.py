@@ -24,7 +24,7 @@ from vault_pipeline.assets.reporting import copy_report_metadata, human_bytes, s
 from vault_pipeline.partitions import daily_partitions, day_range
 from vault_pipeline.replication.copier import ObjectCopier
 from vault_pipeline.replication.engine import ObjectResult, replicate_days
-from vault_pipeline.replication.hot_cleanup import delete_verified_hot_objects
+from vault_pipeline.replication.hot_cleanup import HotDeletionRefused, delete_verified_hot_objects
 from vault_pipeline.replication.inventory import iter_pages
 from vault_pipeline.replication.verify import cold_bucket_problem
 from vault_pipeline.resources import (
@@ -175,10 +175,13 @@ def hot_deletions(
         return MaterializeResult(
             metadata={"enabled": MetadataValue.bool(False), "objects_deleted": MetadataValue.int(0)})
     first_day, last_day = day_range(context.partition_key_range)
-    report = delete_verified_hot_objects(
-        store=tracking_db.store(), hot=hot_site.client(), hot_bucket=hot_site.bucket, cold=cold_site.client(),
-        cold_bucket=cold_site.bucket, first_day=first_day, last_day=last_day, run_id=context.run.run_id,
-    )
+    try:
+        report = delete_verified_hot_objects(
+            store=tracking_db.store(), hot=hot_site.client(), hot_bucket=hot_site.bucket, cold=cold_site.client(),
+            cold_bucket=cold_site.bucket, first_day=first_day, last_day=last_day, run_id=context.run.run_id,
+        )
+    except HotDeletionRefused as exc:  # nothing was deleted; the message names the server behaviour and fix
+        raise Failure(description=str(exc), allow_retries=False) from exc
     for key, reason in report.kept:
         context.log.warning(f"kept {key!r} on the hot site: {reason}")
     return MaterializeResult(metadata={
