@@ -61,7 +61,13 @@ def conditional_delete_problem(hot: Any, bucket: str) -> str | None:
         if cache_key in _PROBED:
             return _PROBED[cache_key]
         sentinel = f"{PROBE_PREFIX}conditional-delete-{uuid.uuid4().hex}"
-        hot.put_object(Bucket=bucket, Key=sentinel, Body=b"vault-pipeline conditional delete probe")
+        try:
+            hot.put_object(Bucket=bucket, Key=sentinel, Body=b"vault-pipeline conditional delete probe")
+        except ClientError as exc:
+            raise HotDeletionRefused(
+                f"hot deletion refused: could not write the probe object {sentinel!r} that checks whether hot "
+                f"bucket {bucket!r} honours If-Match on DeleteObject ({describe_s3_error(exc)[0]}). Allow "
+                f"PutObject and DeleteObject on {PROBE_PREFIX}* or enable versioning on the hot bucket.") from exc
         problem: str | None
         try:
             hot.delete_object(Bucket=bucket, Key=sentinel, IfMatch='"00000000000000000000000000000000"')
