@@ -76,6 +76,12 @@ def conditional_delete_problem(hot: Any, bucket: str) -> str | None:
             code, status = _status_code(exc)
             if code == "PreconditionFailed" or status == 412:
                 problem = None
+            elif isinstance(status, int) and status >= 500 and status != 501:  # no answer yet: ask next time
+                with contextlib.suppress(ClientError):
+                    hot.delete_object(Bucket=bucket, Key=sentinel)
+                raise HotDeletionRefused(
+                    f"hot deletion refused for now: the probe of If-Match on DeleteObject in hot bucket {bucket!r} "
+                    f"answered {code or '?'} [HTTP {status}]; the next run asks again") from exc
             else:
                 problem = f"a DELETE with If-Match and a wrong ETag answered {code or '?'} [HTTP {status}], not 412"
         with contextlib.suppress(ClientError):  # already gone (or a delete marker): harmless either way
