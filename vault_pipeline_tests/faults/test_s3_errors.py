@@ -17,6 +17,7 @@ def test_internal_errors_on_the_hot_site_reads_end_with_every_object_copied_once
     faulty.scenario(hot=[Rule("error500", methods={"GET", "HEAD"}, probability=0.5, count=40)])
 
 
+@pytest.mark.slow  # ~50 s: every request of 3 attempts x 4 objects backs off
 @pytest.mark.parametrize("cold_flavour", ["seaweedfs"], indirect=True)
 def test_a_cold_site_that_keeps_answering_slowdown_fails_the_rows_clearly_then_recovers(faulty: Faulty) -> None:
     """Every write refused for a whole run: each row ends `failed` with the server's answer in its message
