@@ -241,7 +241,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| measure | value |", "|---|---:|",
               f"| objects uploaded (multipart) | {result.get('uploaded', 0)} ({result.get('large', 0)}) |",
               f"| objects replicated | {final.get('statuses', {}).get('replicated', 0)} |",
-              f"| retries recorded on rows (sum of retry_count) | {final.get('retries', 0)} |",
+              f"| request-level retries (the S3 clients retry each fault but a stall under the timeout) | "
+              f"{sum(n for site in ('hot', 'cold') for k, n in faults.get(site, {}).items() if k != 'stall')} |",
+              f"| object-level retries (sum of retry_count on the rows) | {final.get('retries', 0)} |",
               f"| REPLICATION_FAILURE audit entries | {result.get('failure_audits', 0)} |",
               f"| rows failed at the end of the faulted phase | {result.get('after_faults', {}).get('failed', 0)} |",
               f"| replication_job runs | {result.get('runs', {})} |",
