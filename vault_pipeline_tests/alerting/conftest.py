@@ -69,3 +69,25 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def raise_concurrently(dispatchers: list[Any], alert_for: Any, observed_at: Any) -> list[int]:
+    """Every dispatcher raises `alert_for(i)` at the same instant, then all deliver at the same instant (as
+    sensors of several processes would); the indexes whose raise_alert produced a notification."""
+    barrier = threading.Barrier(len(dispatchers))
+    notified: list[int] = []
+
+    def race(dispatcher: Any, i: int) -> None:
+        barrier.wait()
+        if dispatcher.raise_alert(alert_for(i), observed_at=observed_at) is not None:
+            notified.append(i)
+        barrier.wait()
+        dispatcher.deliver_pending()
+
+    threads = [threading.Thread(target=race, args=(d, i)) for i, d in enumerate(dispatchers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return notified
+

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Iterator
 from importlib import resources
 
@@ -13,7 +12,7 @@ from vault_pipeline.alerting import Alert, AlertDispatcher, AlertStore, WebhookN
 from vault_pipeline.alerting.payload import day_list, key_list, partition_label
 from vault_pipeline.replication.tracking import TrackingStore
 from vault_pipeline.resources.tracking_db import shared_store
-from vault_pipeline_tests.alerting.conftest import TOKEN, WebhookReceiver, closed_port
+from vault_pipeline_tests.alerting.conftest import TOKEN, WebhookReceiver, closed_port, raise_concurrently
 
 T0 = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
 
@@ -49,21 +48,7 @@ def test_concurrent_openers_send_once_and_concurrent_senders_deliver_once(
 ) -> None:
     """Eight processes' worth of threads race to open the same failure and to deliver it."""
     dispatchers = [AlertDispatcher(AlertStore(tracking.pool), WebhookNotifier(webhook.url)) for _ in range(8)]
-    barrier = threading.Barrier(len(dispatchers))
-    opened: list[object] = []
-
-    def race(dispatcher: AlertDispatcher, i: int) -> None:
-        barrier.wait()
-        if dispatcher.raise_alert(failure(run_id=f"run-{i}"), observed_at=T0) is not None:
-            opened.append(i)
-        barrier.wait()
-        dispatcher.deliver_pending()
-
-    threads = [threading.Thread(target=race, args=(d, i)) for i, d in enumerate(dispatchers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    opened = raise_concurrently(dispatchers, lambda i: failure(run_id=f"run-{i}"), T0)
     assert len(opened) == 1
     assert len(webhook.bodies) == 1
     row = AlertStore(tracking.pool).get("check:cold_copies:checksum:2026-01-04")

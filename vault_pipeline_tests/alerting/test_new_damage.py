@@ -9,7 +9,6 @@ still undelivered is replaced by one that says both, so delivery stays at least 
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Iterator
 from importlib import resources
 
@@ -20,7 +19,7 @@ from vault_pipeline.alerting.payload import key_hash
 from vault_pipeline.alerting.state import FailingSet, new_damage
 from vault_pipeline.replication.tracking import TrackingStore
 from vault_pipeline.resources.tracking_db import shared_store
-from vault_pipeline_tests.alerting.conftest import WebhookReceiver
+from vault_pipeline_tests.alerting.conftest import WebhookReceiver, raise_concurrently
 
 T0 = dt.datetime(2026, 2, 3, 8, 0, tzinfo=dt.UTC)
 DAY = "2026-02-02"
@@ -167,21 +166,7 @@ def test_concurrent_sensors_extend_once(tracking: TrackingStore, webhook: Webhoo
     dispatchers = [dispatcher_for(tracking, webhook.url) for _ in range(8)]
     dispatchers[0].raise_alert(failing("a.pdf", run="r0"), observed_at=at(0))
     dispatchers[0].deliver_pending()
-    barrier = threading.Barrier(len(dispatchers))
-    extended: list[int] = []
-
-    def race(dispatcher: AlertDispatcher, i: int) -> None:
-        barrier.wait()
-        if dispatcher.raise_alert(failing("a.pdf", "b.pdf", run=f"r{i + 1}"), observed_at=at(10)) is not None:
-            extended.append(i)
-        barrier.wait()
-        dispatcher.deliver_pending()
-
-    threads = [threading.Thread(target=race, args=(d, i)) for i, d in enumerate(dispatchers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    extended = raise_concurrently(dispatchers, lambda i: failing("a.pdf", "b.pdf", run=f"r{i + 1}"), at(10))
     assert len(extended) == 1
     assert [b["new_keys"] for b in webhook.bodies] == [["a.pdf"], ["b.pdf"]]
 
