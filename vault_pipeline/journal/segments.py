@@ -25,6 +25,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from vault_pipeline.journal.chain import canonical_json
+from vault_pipeline.replication.errors import condition_refused
 from vault_pipeline.settings import setting_default
 
 SEGMENT_DIR = "segments/"
@@ -123,9 +124,7 @@ class SegmentStore:
                 Metadata={"vault-sha256": digest.hex(), "vault-kind": kind}, IfNoneMatch="*",
             )
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+            if condition_refused(exc, conflict=True):
                 raise SegmentExists(f"{key} already exists") from None
             raise
         return response.get("VersionId")

@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 
 from vault_pipeline.replication.checksums import ExpectedChecksum, b64
 from vault_pipeline.replication.cold_object import cold_object_args, cold_tags
-from vault_pipeline.replication.errors import CopyError, wrap, wrap_hot
+from vault_pipeline.replication.errors import CopyError, condition_refused, s3_answer, wrap, wrap_hot
 from vault_pipeline.replication.identity import application_ids
 from vault_pipeline.replication.inventory import strip_etag
 from vault_pipeline.replication.policy import ResolvedRetention, RetentionPolicy
@@ -223,9 +223,7 @@ class ObjectCopier:
 
     @staticmethod
     def _source_error(what: str, source: SourceObject, exc: BaseException) -> CopyError:
-        if isinstance(exc, ClientError) and (
-                exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
-                or exc.response.get("Error", {}).get("Code") == "PreconditionFailed"):
+        if isinstance(exc, ClientError) and condition_refused(exc):
             return CopyError(f"{what} of hot object {source.key!r} failed: the object changed during its copy (the "
                              f"version hashed, ETag {source.etag!r}, is no longer current; copied again next attempt)")
         return wrap_hot(f"{what} of hot object {source.key!r}", source.key, exc)
@@ -340,9 +338,8 @@ class ObjectCopier:
         try:
             response = self.cold.put_object(Body=body, ChecksumSHA256=b64(digest), IfNoneMatch="*", **args)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+            code, status = s3_answer(exc)
+            if condition_refused(exc, conflict=True):
                 return None
             if code == "NotImplemented" or status == 501:
                 self._conditional = False
@@ -459,11 +456,10 @@ class ObjectCopier:
             try:
                 return self.cold.complete_multipart_upload(IfNoneMatch="*", **request)
             except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code")
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                code, status = s3_answer(exc)
                 if code == "NotImplemented" or status == 501:
                     self._conditional = False
-                elif code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                elif condition_refused(exc, conflict=True):
                     existing = self._existing_copy(source)
                     if existing and existing["Metadata"].get(META_SHA256) == sha_hex and not expected.mismatch(
                             existing.get("ChecksumSHA256")):

@@ -59,6 +59,21 @@ def is_internal_error(exc: BaseException) -> bool:
     return not isinstance(exc, (ClientError, CopyError, *TRANSIENT_TYPES))
 
 
+def s3_answer(exc: ClientError) -> tuple[str, int | None]:
+    """The error code and HTTP status of a server's answer."""
+    return (str(exc.response.get("Error", {}).get("Code", "")),
+            exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+
+
+def condition_refused(exc: ClientError, *, conflict: bool = False) -> bool:
+    """The server refused a conditional request (If-Match / If-None-Match): 412 PreconditionFailed, and with
+    `conflict` also 409 ConditionalRequestConflict (a concurrent conditional write to the same key)."""
+    code, status = s3_answer(exc)
+    if code == "PreconditionFailed" or status == 412:
+        return True
+    return conflict and (code == "ConditionalRequestConflict" or status == 409)
+
+
 def describe_s3_error(exc: BaseException) -> tuple[str, bool]:
     """One-line description of a boto error and whether it is worth retrying."""
     if isinstance(exc, ClientError):
@@ -88,8 +103,7 @@ def hot_object_missing(exc: BaseException) -> bool:
     """The hot site says the object (or the version being read) does not exist."""
     if not isinstance(exc, ClientError):
         return False
-    code = exc.response.get("Error", {}).get("Code")
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code, status = s3_answer(exc)
     return code in ("NoSuchKey", "NotFound", "404", "NoSuchVersion") or status == 404
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from vault_pipeline.replication.errors import describe_s3_error
+from vault_pipeline.replication.errors import condition_refused, describe_s3_error, s3_answer
 from vault_pipeline.replication.inventory import PROBE_PREFIX, strip_etag
 from vault_pipeline.replication.tracking import TrackingStore
 from vault_pipeline.replication.verify import META_SHA256, head_version
@@ -43,11 +43,6 @@ class HotDeletionRefused(RuntimeError):
 # (endpoint, bucket) -> None when the server honours If-Match on DeleteObject, else what it did instead.
 _PROBED: dict[tuple[str, str], str | None] = {}
 _PROBE_LOCK = threading.Lock()
-
-
-def _status_code(exc: ClientError) -> tuple[str, int | None]:
-    return (str(exc.response.get("Error", {}).get("Code", "")),
-            exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
 
 
 def conditional_delete_problem(hot: Any, bucket: str) -> str | None:
@@ -73,8 +68,8 @@ def conditional_delete_problem(hot: Any, bucket: str) -> str | None:
             hot.delete_object(Bucket=bucket, Key=sentinel, IfMatch='"00000000000000000000000000000000"')
             problem = "a DELETE with If-Match and a wrong ETag deleted the object (the condition is ignored)"
         except ClientError as exc:
-            code, status = _status_code(exc)
-            if code == "PreconditionFailed" or status == 412:
+            code, status = s3_answer(exc)
+            if condition_refused(exc):
                 problem = None
             elif isinstance(status, int) and status >= 500 and status != 501:  # no answer yet: ask next time
                 with contextlib.suppress(ClientError):
@@ -157,8 +152,7 @@ def delete_verified_hot_objects(
                 else:
                     hot.delete_object(Bucket=hot_bucket, Key=key, IfMatch=f'"{row["ovh_etag"]}"')
             except ClientError as exc:
-                code, status = _status_code(exc)
-                if code == "PreconditionFailed" or status == 412:
+                if condition_refused(exc):
                     report.kept.append((key, "hot object changed since it was verified (conditional DELETE "
                                               "refused, 412): the new content is copied by the next run"))
                 else:
