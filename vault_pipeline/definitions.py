@@ -3,6 +3,8 @@ variable or retention policy stops `dagster dev` with a message naming it instea
 
 from __future__ import annotations
 
+import os
+
 from dagster import Definitions, EnvVar, ExecutorDefinition, in_process_executor
 
 from vault_pipeline.assets.journal import journal_seal
@@ -34,6 +36,12 @@ from vault_pipeline.sensors.restore_drill import build_restore_drill_followup_se
 from vault_pipeline.settings import VaultSettings, load_settings
 
 
+def optional_secret(name: str) -> EnvVar | str:
+    """An optional secret: read from the environment by Dagster (EnvVar) when set, so that the UI shows
+    only its name; empty when unset."""
+    return EnvVar(name) if os.environ.get(name) else ""
+
+
 def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = None) -> dict[str, object]:
     policy = policy or settings.retention_policy()
     pool = max(64, settings.concurrency * (settings.part_concurrency + 1))
@@ -44,7 +52,7 @@ def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = No
             bucket=EnvVar("OVH_S3_BUCKET_DOCUMENTS"), addressing_style=settings.hot_addressing_style,
             request_checksum_calculation=settings.hot_request_checksum_calculation,
             response_checksum_validation=settings.hot_response_checksum_validation, max_pool_connections=pool,
-            lean_client=settings.hot_lean_client,
+            fast_path=settings.hot_fast_path, session_token=optional_secret("OVH_S3_SESSION_TOKEN"),
         ),
         "cold_site": ColdSiteResource(
             site_name="cold", endpoint_url=EnvVar("AWS_S3_ENDPOINT"), region=settings.cold_region,
@@ -52,7 +60,8 @@ def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = No
             bucket=EnvVar("AWS_S3_BUCKET_DOCUMENTS_COLD"), addressing_style=settings.cold_addressing_style,
             request_checksum_calculation=settings.cold_request_checksum_calculation,
             response_checksum_validation=settings.cold_response_checksum_validation, max_pool_connections=pool,
-            storage_class=settings.cold_storage_class, lean_client=settings.cold_lean_client,
+            storage_class=settings.cold_storage_class, fast_path=settings.cold_fast_path,
+            session_token=optional_secret("AWS_S3_SESSION_TOKEN"),
         ),
         "tracking_db": TrackingDatabaseResource(dsn=EnvVar("VAULT_DATABASE_URL")),
         "replication": ReplicationSettingsResource(

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vault_pipeline.replication.policy import PolicyError, RetentionPolicy
@@ -37,14 +37,16 @@ class VaultSettings(BaseSettings):
         "when_supported", alias="OVH_S3_REQUEST_CHECKSUM_CALCULATION")
     hot_response_checksum_validation: ChecksumWhen = Field(
         "when_supported", alias="OVH_S3_RESPONSE_CHECKSUM_VALIDATION")
-    hot_lean_client: bool = Field(True, alias="OVH_S3_LEAN_CLIENT")
+    # The documents' requests on awscrt (replication/crt_s3.py); false: boto3 for everything. The *_LEAN_CLIENT
+    # names of the urllib3 client it replaced are still read.
+    hot_fast_path: bool = Field(True, validation_alias=AliasChoices("OVH_S3_FAST_PATH", "OVH_S3_LEAN_CLIENT"))
     cold_region: str = Field("us-east-1", alias="AWS_S3_REGION")
     cold_addressing_style: AddressingStyle = Field("path", alias="AWS_S3_ADDRESSING_STYLE")
     cold_request_checksum_calculation: ChecksumWhen = Field(
         "when_supported", alias="AWS_S3_REQUEST_CHECKSUM_CALCULATION")
     cold_response_checksum_validation: ChecksumWhen = Field(
         "when_supported", alias="AWS_S3_RESPONSE_CHECKSUM_VALIDATION")
-    cold_lean_client: bool = Field(True, alias="AWS_S3_LEAN_CLIENT")
+    cold_fast_path: bool = Field(True, validation_alias=AliasChoices("AWS_S3_FAST_PATH", "AWS_S3_LEAN_CLIENT"))
     cold_storage_class: str = Field("DEEP_ARCHIVE", alias="VAULT_COLD_STORAGE_CLASS")
 
     concurrency: int = Field(8, ge=1, le=256, alias="REPLICATION_CONCURRENCY")

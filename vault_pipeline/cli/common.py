@@ -58,6 +58,6 @@ def cold_client_from_env(why: str) -> tuple[Any, str, Any]:
         bucket=env["AWS_S3_BUCKET_DOCUMENTS_COLD"], addressing_style=settings.cold_addressing_style,
         request_checksum_calculation=settings.cold_request_checksum_calculation,
         response_checksum_validation=settings.cold_response_checksum_validation, max_pool_connections=8,
-        lean_client=settings.cold_lean_client,
+        fast_path=settings.cold_fast_path, session_token=os.environ.get("AWS_S3_SESSION_TOKEN", ""),
     )
     return make_client(site), site.bucket, settings

@@ -29,7 +29,8 @@ class S3SiteResource(ConfigurableResource):
     request_checksum_calculation: str
     response_checksum_validation: str
     max_pool_connections: int
-    lean_client: bool  # documents' GET/PUT/HEAD on urllib3 (replication/lean_s3.py), the rest on boto3
+    fast_path: bool  # documents' GET/PUT/HEAD/UploadPart on awscrt (replication/crt_s3.py), the rest on boto3
+    session_token: str = ""  # temporary credentials (STS), from the environment like the keys
 
     _client: Any = PrivateAttr(default=None)
 
@@ -40,7 +41,8 @@ class S3SiteResource(ConfigurableResource):
             addressing_style=self.addressing_style,  # type: ignore[arg-type]
             request_checksum_calculation=self.request_checksum_calculation,  # type: ignore[arg-type]
             response_checksum_validation=self.response_checksum_validation,  # type: ignore[arg-type]
-            max_pool_connections=self.max_pool_connections, lean_client=self.lean_client,
+            max_pool_connections=self.max_pool_connections, fast_path=self.fast_path,
+            session_token=self.session_token,
         )
 
     def client(self) -> Any:

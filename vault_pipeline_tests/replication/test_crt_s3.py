@@ -1,4 +1,4 @@
-"""The lean GET/PUT/HEAD path answers like boto3, on both real cold servers, for every odd key.
+"""The awscrt GET/PUT/HEAD path answers like boto3, on both real cold servers, for every odd key.
 
 Faults no real server produces on demand (503 answers, a checksum that does not match the bytes) come
 from a small local HTTP server: what is tested there is how the client reacts to them.
@@ -20,7 +20,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, FlexibleChecksumError, ParamValidationError
 
 from vault_pipeline.devstack.buckets import ensure_bucket
-from vault_pipeline.replication.lean_s3 import LeanS3Client
+from vault_pipeline.replication.crt_s3 import CrtS3Client
 from vault_pipeline.replication.s3client import SiteConfig, make_client
 from vault_pipeline_tests.conftest import unique
 
@@ -36,10 +36,10 @@ ODD_KEYS = [
 IGNORED = {"ResponseMetadata", "AcceptRanges"}
 
 
-def lean_client(site: Any, *, secret: str | None = None) -> LeanS3Client:
+def crt_client(site: Any, *, secret: str | None = None) -> CrtS3Client:
     client = make_client(SiteConfig("cold", site.endpoint_url, "us-east-1", site.access_key,
                                     secret or site.secret_key, "unused"))
-    assert isinstance(client, LeanS3Client)
+    assert isinstance(client, CrtS3Client)
     return client
 
 
@@ -48,16 +48,16 @@ def sha256_b64(body: bytes) -> str:
 
 
 @pytest.fixture
-def cold(request: pytest.FixtureRequest, cold_flavour: str) -> Iterator[tuple[Any, LeanS3Client, str]]:
+def cold(request: pytest.FixtureRequest, cold_flavour: str) -> Iterator[tuple[Any, CrtS3Client, str]]:
     site = request.getfixturevalue("cold_seaweed" if cold_flavour == "seaweedfs" else "cold_moto")
-    client = lean_client(site)
-    bucket = unique("lean")
+    client = crt_client(site)
+    bucket = unique("crt")
     ensure_bucket(client, bucket, object_lock=True)  # a boto3 call, through the wrapper
     yield site, client, bucket
 
 
 @pytest.mark.parametrize("key", ODD_KEYS)
-def test_put_head_get_match_boto3(cold: tuple[Any, LeanS3Client, str], cold_flavour: str, key: str) -> None:
+def test_put_head_get_match_boto3(cold: tuple[Any, CrtS3Client, str], cold_flavour: str, key: str) -> None:
     _site, client, bucket = cold
     boto = client._boto
     body = key.encode() * 3
@@ -71,15 +71,15 @@ def test_put_head_get_match_boto3(cold: tuple[Any, LeanS3Client, str], cold_flav
         ContentLanguage="fr",  # gzip claimed for bytes that are not: stored, sent and read back as they are
     )
     assert put["VersionId"]
-    lean_head = client.head_object(Bucket=bucket, Key=key, VersionId=put["VersionId"], ChecksumMode="ENABLED")
+    crt_head = client.head_object(Bucket=bucket, Key=key, VersionId=put["VersionId"], ChecksumMode="ENABLED")
     boto_head = boto.head_object(Bucket=bucket, Key=key, VersionId=put["VersionId"], ChecksumMode="ENABLED")
-    assert {k: v for k, v in lean_head.items() if k not in IGNORED} == {
+    assert {k: v for k, v in crt_head.items() if k not in IGNORED} == {
         k: v for k, v in boto_head.items() if k not in IGNORED}
-    assert lean_head["Metadata"]["spaced"] == "a  b   c"  # signed folded, sent as it was
-    assert lean_head["ObjectLockRetainUntilDate"] == retain
-    assert lean_head["ObjectLockMode"] == "COMPLIANCE" and lean_head["TagCount"] == 2
-    assert lean_head["ChecksumSHA256"] == sha256_b64(body)
-    assert (lean_head["ContentEncoding"], lean_head["CacheControl"], lean_head["ContentLanguage"]) == (
+    assert crt_head["Metadata"]["spaced"] == "a  b   c"  # signed folded, sent as it was
+    assert crt_head["ObjectLockRetainUntilDate"] == retain
+    assert crt_head["ObjectLockMode"] == "COMPLIANCE" and crt_head["TagCount"] == 2
+    assert crt_head["ChecksumSHA256"] == sha256_b64(body)
+    assert (crt_head["ContentEncoding"], crt_head["CacheControl"], crt_head["ContentLanguage"]) == (
         "gzip", "no-store", "fr")
     if cold_flavour == "seaweedfs":  # the moto server refuses tag reads on DEEP_ARCHIVE (AWS answers them)
         tags = boto.get_object_tagging(Bucket=bucket, Key=key, VersionId=put["VersionId"])["TagSet"]
@@ -88,8 +88,8 @@ def test_put_head_get_match_boto3(cold: tuple[Any, LeanS3Client, str], cold_flav
 
 
 def test_get_reads_whole_ranged_and_pinned(hot_site: Any) -> None:
-    client = lean_client(hot_site)
-    bucket = unique("lean-get")
+    client = crt_client(hot_site)
+    bucket = unique("crt-get")
     ensure_bucket(client, bucket, object_lock=False)
     body = bytes(range(256)) * 4096  # 1 MiB
     client._boto.put_object(Bucket=bucket, Key="k", Body=body, ChecksumAlgorithm="CRC32")
@@ -107,10 +107,10 @@ def test_get_reads_whole_ranged_and_pinned(hot_site: Any) -> None:
 
 
 def test_bodies_are_read_as_stored_never_decoded(hot_site: Any) -> None:
-    """urllib3 decodes gzip/deflate/br/zstd bodies by default; the stored bytes are what is copied and what
+    """HTTP clients commonly decode gzip/deflate/br/zstd bodies; the stored bytes are what is copied and what
     the server's checksum covers (issue 12: a gzip object failed its CRC32 check on every GET)."""
-    client = lean_client(hot_site)
-    bucket = unique("lean-enc")
+    client = crt_client(hot_site)
+    bucket = unique("crt-enc")
     ensure_bucket(client, bucket, object_lock=False)
     stored = {"gzip": gzip.compress(b"%PDF-1.7 " * 20_000), "deflate": zlib.compress(b"x" * 50_000),
               "br": b"\x8b\x03\x80not really brotli\x03", "zstd": b"not zstd either"}
@@ -124,7 +124,7 @@ def test_bodies_are_read_as_stored_never_decoded(hot_site: Any) -> None:
         assert client.get_object(Bucket=bucket, Key=encoding, Range="bytes=2-9")["Body"].read() == body[2:10]
 
 
-def test_errors_carry_the_s3_code(cold: tuple[Any, LeanS3Client, str], cold_flavour: str) -> None:
+def test_errors_carry_the_s3_code(cold: tuple[Any, CrtS3Client, str], cold_flavour: str) -> None:
     _site, client, bucket = cold
     with pytest.raises(ClientError) as missing:
         client.head_object(Bucket=bucket, Key="missing")
@@ -149,8 +149,8 @@ def test_errors_carry_the_s3_code(cold: tuple[Any, LeanS3Client, str], cold_flav
 
 def test_a_wrong_secret_is_refused_by_seaweedfs(cold_seaweed: Any) -> None:
     """SeaweedFS checks SigV4 signatures: a request signed with another secret does not get through."""
-    good, bad = lean_client(cold_seaweed), lean_client(cold_seaweed, secret="not-the-secret")
-    bucket = unique("lean-auth")
+    good, bad = crt_client(cold_seaweed), crt_client(cold_seaweed, secret="not-the-secret")
+    bucket = unique("crt-auth")
     ensure_bucket(good, bucket, object_lock=False)
     good.put_object(Bucket=bucket, Key="k", Body=b"x", ChecksumSHA256=sha256_b64(b"x"))
     with pytest.raises(ClientError) as refused:
@@ -159,10 +159,10 @@ def test_a_wrong_secret_is_refused_by_seaweedfs(cold_seaweed: Any) -> None:
 
 
 def test_other_calls_and_arguments_go_to_boto3(hot_site: Any) -> None:
-    client = lean_client(hot_site)
-    bucket = unique("lean-boto")
+    client = crt_client(hot_site)
+    bucket = unique("crt-boto")
     ensure_bucket(client, bucket, object_lock=False)
-    client.put_object(Bucket=bucket, Key="no-checksum", Body=b"boto3 computes one")  # not a lean PUT
+    client.put_object(Bucket=bucket, Key="no-checksum", Body=b"boto3 computes one")  # no checksum: boto3's PUT
     pages = list(client.get_paginator("list_objects_v2").paginate(Bucket=bucket))
     assert [o["Key"] for o in pages[0]["Contents"]] == ["no-checksum"]
     assert client.get_object(Bucket=bucket, Key="no-checksum", ResponseContentType="text/plain")[
@@ -205,14 +205,13 @@ def faulty() -> Iterator[str]:
     server.shutdown()
 
 
-def faulty_client(endpoint: str, **config: Any) -> LeanS3Client:
+def faulty_client(endpoint: str, **config: Any) -> CrtS3Client:
     client = make_client(SiteConfig("hot", endpoint, "eu-west-3", "AKIDEXAMPLE", "secret", "b", **config))
-    assert isinstance(client, LeanS3Client)
+    assert isinstance(client, CrtS3Client)
     return client
 
 
-def test_throttling_and_5xx_are_retried(faulty: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(LeanS3Client, "_back_off", staticmethod(lambda attempt: None))
+def test_throttling_and_5xx_are_retried(faulty: str) -> None:
     slow_down = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
     FaultyS3.script = [(503, {}, slow_down), (500, {}, b""), (200, {"x-amz-version-id": "v1", "ETag": '"e"'}, b"")]
     put = faulty_client(faulty).put_object(Bucket="b", Key="a b/c", Body=b"x", ChecksumSHA256=sha256_b64(b"x"))

@@ -1,0 +1,474 @@
+"""The documents' S3 requests on the AWS Common Runtime: GET, PUT, HEAD and streamed UploadPart.
+
+Why: on small documents the copy is bound by the client's CPU per request, and botocore spends most of
+it around the request rather than in it (event hooks, endpoint rules, retries, parsers). awscrt's S3
+client (the one `boto3[crt]` and the AWS CLI v2 use) does the signing (SigV4), the connections, TLS,
+retries with a retry quota and response checksum validation (CRC32, CRC32C, CRC64NVME, SHA-1, SHA-256)
+in native code on its own I/O threads. Nothing of the protocol is written here: botocore serializes each
+request from the S3 service model and parses each answer (headers, errors) with its own parser, so the
+arguments, response keys and exceptions are exactly boto3's; botocore's endpoint rules say where a
+bucket lives (learned once per bucket); botocore resolves the credentials (session tokens, refreshable
+IAM roles) and awscrt signs with them. What is left here is plumbing between the two.
+
+`CrtS3Client` wraps a boto3 client: `get_object`, `head_object` and `put_object` of documents, and
+`upload_part_streamed`, go through awscrt; every other call (listing, multipart set-up, retention,
+tagging, presigning), and any call with arguments this path does not handle, goes to boto3 unchanged.
+So do objects larger than `buffer_limit` (they are streamed by boto3, never buffered), buckets whose
+region answers with a redirect (botocore follows it; this path then signs for the bucket's region), and
+every request when a proxy applies to the endpoint (awscrt's S3 client in Python takes no proxy).
+
+Behaviours that awscrt leaves to the caller and that AWS's other SDKs have:
+* clock skew: an answer `RequestTimeTooSkewed` (the client's clock is more than 15 minutes off) sets an
+  offset from the server's `Date`, and the request is signed again with the corrected time;
+* stalled transfers: a request during which no byte moved for `read_timeout` seconds is cancelled and
+  fails with botocore's ReadTimeoutError.
+
+Bodies are the object's bytes as stored: awscrt never decodes a `Content-Encoding`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import io
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import awscrt.exceptions
+from awscrt.auth import AwsCredentialsProvider
+from awscrt.http import HttpHeaders, HttpRequest
+from awscrt.io import ClientBootstrap, ClientTlsContext, DefaultHostResolver, EventLoopGroup, TlsContextOptions
+from awscrt.s3 import (
+    S3ChecksumConfig,
+    S3Client,
+    S3RequestTlsMode,
+    S3RequestType,
+    S3ResponseError,
+    S3RetryConfig,
+    create_default_s3_signing_config,
+)
+from botocore import parsers, serialize, xform_name
+from botocore.awsrequest import HeadersDict
+from botocore.credentials import RefreshableCredentials
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    FlexibleChecksumError,
+    HTTPClientError,
+    ReadTimeoutError,
+    SSLError,
+)
+from botocore.handlers import validate_ascii_metadata, validate_bucket_name
+from botocore.utils import percent_encode_sequence
+from s3transfer.crt import BotocoreCRTCredentialsWrapper
+
+BUFFERED_GET_LIMIT = 16 * 1024 * 1024  # larger bodies are streamed by boto3, never held in memory
+SKEW_CODES = frozenset({"RequestTimeTooSkewed"})
+REDIRECT_STATUS = frozenset({301, 307, 400})  # 400: AuthorizationHeaderMalformed names the right region
+_CONNECT_ERRORS = frozenset({
+    "AWS_IO_SOCKET_CONNECTION_REFUSED", "AWS_IO_SOCKET_TIMEOUT", "AWS_IO_DNS_INVALID_NAME",
+    "AWS_IO_DNS_QUERY_FAILED", "AWS_IO_SOCKET_NO_ROUTE_TO_HOST", "AWS_IO_SOCKET_NETWORK_DOWN",
+})
+# Retryable answers (throttling, 5xx) still failing after the last attempt.
+_RETRIES_EXHAUSTED = {"AWS_ERROR_S3_SLOW_DOWN": ("SlowDown", 503),
+                      "AWS_ERROR_S3_INTERNAL_ERROR": ("InternalError", 500)}
+_TIMEOUT_ERRORS = frozenset({"AWS_ERROR_HTTP_RESPONSE_FIRST_BYTE_TIMEOUT", "AWS_ERROR_HTTP_CONNECTION_TIMEOUT"})
+
+
+def parse_timestamp(value: str) -> dt.datetime:
+    """botocore's timestamp parser, without dateutil for the two forms S3 puts in headers (an HTTP date,
+    ISO 8601 with a zone): that parser was a third of the cost of reading an answer. Anything else is
+    botocore's."""
+    try:
+        if value.endswith(" GMT"):
+            return email.utils.parsedate_to_datetime(value)
+        parsed = dt.datetime.fromisoformat(value)
+        if parsed.tzinfo is not None:
+            return parsed
+    except (TypeError, ValueError):
+        pass
+    return parsers.DEFAULT_TIMESTAMP_PARSER(value)
+
+
+class _TooLarge(Exception):
+    """The body is larger than the client buffers: the request is cancelled on its headers."""
+
+
+class _Answer:
+    __slots__ = ("chunks", "headers", "last_activity", "limit", "status")
+
+    def __init__(self, limit: int | None) -> None:
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.last_activity = time.monotonic()
+        self.limit = limit
+
+
+class BufferedBody:
+    """A GET body received whole by awscrt (its checksum already validated), read like botocore's
+    StreamingBody: read(), read(n), iter_chunks(), close()."""
+
+    def __init__(self, data: bytes) -> None:
+        self._stream = io.BytesIO(data)
+
+    def read(self, amt: int | None = None) -> bytes:
+        return self._stream.read(amt)
+
+    def iter_chunks(self, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        while chunk := self._stream.read(chunk_size):
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> BufferedBody:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DeferredBody:
+    """The body of an object too large to buffer: opened on first read as boto3's stream of the same
+    version (If-Match on the ETag the headers gave), so that memory never grows with the object."""
+
+    def __init__(self, open_stream: Callable[[], Any]) -> None:
+        self._open = open_stream
+        self._stream: Any = None
+
+    def _body(self) -> Any:
+        if self._stream is None:
+            self._stream = self._open()
+        return self._stream
+
+    def read(self, amt: int | None = None) -> bytes:
+        return self._body().read(amt)
+
+    def iter_chunks(self, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        return self._body().iter_chunks(chunk_size)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+
+    def __enter__(self) -> DeferredBody:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _IterableStream(io.RawIOBase):
+    """A request body awscrt reads from: the chunks of `open_body()`; seeking to 0 opens it again (a retry)."""
+
+    def __init__(self, open_body: Callable[[], Iterable[bytes]], answer: _Answer) -> None:
+        self._open = open_body
+        self._answer = answer
+        self._chunks: Iterator[bytes] = iter(open_body())
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if offset != 0 or whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("a streamed part can only be read again from its start")
+        self._chunks, self._pending = iter(self._open()), memoryview(b"")
+        return 0
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        self._answer.last_activity = time.monotonic()
+        return size
+
+
+def crt_credentials(credentials: Any) -> AwsCredentialsProvider:
+    """awscrt credentials from botocore's: fixed ones as they are (with their session token), refreshable
+    ones (IAM roles, SSO, assume-role) asked of botocore before each signature, so they refresh as in boto3."""
+    if isinstance(credentials, RefreshableCredentials):
+        return BotocoreCRTCredentialsWrapper(credentials).to_crt_credentials_provider()
+    frozen = credentials.get_frozen_credentials()
+    return AwsCredentialsProvider.new_static(frozen.access_key, frozen.secret_key, frozen.token)
+
+
+def _tls_options(verify: bool | str) -> Any:
+    options = TlsContextOptions()
+    if verify is False:
+        options.verify_peer = False
+    else:
+        from botocore.httpsession import get_cert_path  # the CA bundle boto3 itself uses, unless told another
+
+        options.override_default_trust_store_from_path(ca_filepath=get_cert_path(verify))
+    return ClientTlsContext(options).new_connection_options()
+
+
+class CrtS3Client:
+    """boto3-compatible get_object / head_object / put_object (and upload_part_streamed) on awscrt's S3
+    client; everything else goes to the boto3 client it wraps."""
+
+    # Calls with any other argument (SSE-C keys, ranges, file bodies...) go to boto3 unchanged.
+    _GET_ARGS = frozenset({"Bucket", "Key", "IfMatch", "VersionId", "ChecksumMode"})
+    _HEAD_ARGS = frozenset({"Bucket", "Key", "IfMatch", "VersionId", "ChecksumMode"})
+    _PUT_ARGS = frozenset({"Bucket", "Key", "Body", "ChecksumSHA256", "ChecksumAlgorithm", "Metadata",
+                           "ObjectLockMode", "ObjectLockRetainUntilDate", "StorageClass", "Tagging", "IfNoneMatch",
+                           "ContentType", "ContentEncoding", "ContentDisposition", "CacheControl", "ContentLanguage"})
+
+    def __init__(self, boto_client: Any, *, credentials: Any, verify: bool | str = True, max_attempts: int = 4,
+                 connect_timeout: float = 10.0, read_timeout: float = 120.0, validate_responses: bool = True,
+                 buffer_limit: int = BUFFERED_GET_LIMIT, make_regional_client: Callable[[str], Any],
+                 io_threads: int | None = None) -> None:
+        self._boto = boto_client
+        self.meta = boto_client.meta
+        self.exceptions = boto_client.exceptions
+        self._region = boto_client.meta.region_name
+        self._model = boto_client.meta.service_model
+        self._serializer = serialize.create_serializer("rest-xml", include_validation=True)
+        self._parser = parsers.RestXMLParser(timestamp_parser=parse_timestamp)
+        self._validate = validate_responses
+        self._buffer_limit = buffer_limit
+        self._read_timeout = read_timeout
+        self._make_regional_client = make_regional_client
+        self._credentials = crt_credentials(credentials)
+        self._lock = threading.Lock()
+        self._endpoints: dict[str, tuple[str, str]] = {}  # bucket -> (Host, path prefix)
+        self._bucket_regions: dict[str, str] = {}  # buckets found in another region through a redirect
+        self._regional_clients: dict[str, Any] = {}
+        self._skew = dt.timedelta(0)  # server time - local time, once a server said the clock is off
+        scheme = urllib.parse.urlsplit(boto_client.meta.endpoint_url).scheme
+        elg = EventLoopGroup(io_threads)
+        self._crt = S3Client(
+            bootstrap=ClientBootstrap(elg, DefaultHostResolver(elg)), region=self._region,
+            signing_config=create_default_s3_signing_config(region=self._region,
+                                                            credential_provider=self._credentials),
+            tls_mode=S3RequestTlsMode.ENABLED if scheme == "https" else S3RequestTlsMode.DISABLED,
+            tls_connection_options=_tls_options(verify) if scheme == "https" else None,
+            connect_timeout_ms=int(connect_timeout * 1000),
+            retry_config=S3RetryConfig(max_retries=max(0, max_attempts - 1)),
+        )
+        self._operations = {name: self._model.operation_model(name)
+                            for name in ("GetObject", "HeadObject", "PutObject", "UploadPart")}
+        # botocore's endpoint rules place the bucket (in the host or the path), and its client takes
+        # "/{Bucket}" out of an operation's path the first time it prepares one. Prepare ours now, so that
+        # their serialized path is the key's alone whatever ran before, and check that it is.
+        for name in self._operations:
+            boto_client.generate_presigned_url(xform_name(name), Params={
+                "Bucket": "b", "Key": "k", **({"UploadId": "u", "PartNumber": 1} if name == "UploadPart" else {})})
+            if "{Bucket}" in self._operations[name].http["requestUri"]:
+                raise RuntimeError(f"botocore left the bucket in the path of {name}: this client needs updating")
+
+    def __getattr__(self, name: str) -> Any:  # list_objects_v2, create_multipart_upload, get_paginator...
+        return getattr(self._boto, name)
+
+    # -- the requests ----------------------------------------------------------------------------------
+    def get_object(self, **kwargs: Any) -> dict[str, Any]:
+        if not kwargs.keys() <= self._GET_ARGS:
+            return self._boto.get_object(**kwargs)
+        params = dict(kwargs)
+        if self._validate:
+            params["ChecksumMode"] = "ENABLED"
+        try:
+            answer = self._call("GetObject", params, want_body=True, limit=self._buffer_limit)
+        except _TooLarge as too_large:
+            parsed = self._parse("GetObject", too_large.args[0])
+            pinned = {**kwargs, "IfMatch": parsed["ETag"]} if "VersionId" not in kwargs and parsed.get("ETag") \
+                else kwargs
+            parsed["Body"] = DeferredBody(lambda: self._boto.get_object(**pinned)["Body"])
+            return parsed
+        parsed = self._parse("GetObject", answer)
+        parsed["Body"] = BufferedBody(b"".join(answer.chunks))
+        return parsed
+
+    def head_object(self, **kwargs: Any) -> dict[str, Any]:
+        if not kwargs.keys() <= self._HEAD_ARGS:
+            return self._boto.head_object(**kwargs)
+        return self._parse("HeadObject", self._call("HeadObject", kwargs))
+
+    def put_object(self, **kwargs: Any) -> dict[str, Any]:
+        body = kwargs.get("Body")
+        if not kwargs.keys() <= self._PUT_ARGS or not isinstance(body, bytes | bytearray):
+            return self._boto.put_object(**kwargs)
+        answer = self._call("PutObject", kwargs, body=lambda _answer: io.BytesIO(body), length=len(body))
+        return self._parse("PutObject", answer)
+
+    def upload_part_streamed(self, *, Bucket: str, Key: str, UploadId: str, PartNumber: int,
+                             ChecksumSHA256: str, length: int,
+                             open_body: Callable[[], Iterable[bytes]]) -> dict[str, Any]:
+        """UploadPart with a body read from `open_body()` (opened again for a retry), so that a part is never
+        held whole in Python. Not a boto3 method: the copier uses it when the client has it."""
+        params = {"Bucket": Bucket, "Key": Key, "UploadId": UploadId, "PartNumber": PartNumber,
+                  "ChecksumSHA256": ChecksumSHA256, "ChecksumAlgorithm": "SHA256"}
+        answer = self._call("UploadPart", params, body=lambda answer: _IterableStream(open_body, answer),
+                            length=length)
+        return self._parse("UploadPart", answer)
+
+    # -- plumbing ----------------------------------------------------------------------------------------
+    def _endpoint(self, bucket: str) -> tuple[str, str]:
+        """Host and path prefix of `bucket`, as botocore's endpoint rules resolve them (addressing
+        style, region, FIPS, dual-stack...): learned once per bucket from a presigned URL."""
+        endpoint = self._endpoints.get(bucket)
+        if endpoint is None:
+            region = self._bucket_regions.get(bucket)
+            client = self._regional_client(region) if region else self._boto
+            url = urllib.parse.urlsplit(client.generate_presigned_url(
+                "head_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=60))
+            endpoint = (url.netloc, url.path[:-len("/k")])
+            with self._lock:
+                self._endpoints[bucket] = endpoint
+        return endpoint
+
+    def _regional_client(self, region: str) -> Any:
+        """A boto3 client of the same site for `region`: its endpoint rules place the bucket."""
+        with self._lock:
+            client = self._regional_clients.get(region)
+            if client is None:
+                client = self._regional_clients[region] = self._make_regional_client(region)
+        return client
+
+    def _request(self, operation: str, params: dict[str, Any], body: Any, length: int | None) -> HttpRequest:
+        validate_bucket_name(params)  # botocore's checks of these operations' parameters, as in boto3
+        validate_ascii_metadata(params)
+        serialized = self._serializer.serialize_to_request(
+            {k: v for k, v in params.items() if k != "Body"}, self._operations[operation])
+        host, prefix = self._endpoint(params["Bucket"])
+        path = prefix + serialized["url_path"]
+        query = serialized["query_string"]
+        if query:
+            path += "?" + (percent_encode_sequence(query) if isinstance(query, dict) else query)
+        headers = [("host", host), ("content-length", str(length or 0))]
+        headers.extend((name, value) for name, value in serialized["headers"].items()
+                       if name.lower() not in ("content-length", "content-md5"))
+        return HttpRequest(serialized["method"], path, HttpHeaders(headers), body)
+
+    def _signing_config(self, bucket: str) -> Any:
+        region = self._bucket_regions.get(bucket)
+        if region is None and not self._skew:
+            return None  # the client's own: its region, signed at the current time
+        return create_default_s3_signing_config(region=region or self._region, credential_provider=self._credentials,
+                                                date=dt.datetime.now(dt.UTC) + self._skew)
+
+    def _call(self, operation: str, params: dict[str, Any], *, body: Callable[..., Any] | None = None,
+              length: int | None = None, want_body: bool = False, limit: int | None = None) -> _Answer:
+        """Send one request and return its answer; sent once more when its error answer taught something
+        (the bucket's region, the server's clock). S3 errors become boto3's exceptions (ClientError,
+        NoSuchKey...), other failures botocore's (EndpointConnectionError, ReadTimeoutError...)."""
+        for attempt in (1, 2):
+            answer = _Answer(limit)
+            stream = body(answer) if body is not None else None
+            request = self._request(operation, params, stream, length)
+            try:
+                self._send(operation, request, answer, params["Bucket"], want_body)
+                return answer
+            except S3ResponseError as error:
+                if attempt == 1 and self._learn_from(error, params["Bucket"]):
+                    continue
+                raise self._client_error(operation, error) from None
+        raise AssertionError("unreachable")
+
+    def _send(self, operation: str, request: HttpRequest, answer: _Answer, bucket: str, want_body: bool) -> None:
+        done = threading.Lock()  # released by on_done: the lightest signal between awscrt's thread and this one
+        done.acquire()
+        failure: list[BaseException] = []
+
+        def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
+            answer.status, answer.headers, answer.last_activity = status_code, headers, time.monotonic()
+            if answer.limit is not None and status_code < 300:
+                size = next((int(v) for k, v in headers if k.lower() == "content-length"), 0)
+                if size > answer.limit:
+                    raise _TooLarge(answer)
+
+        def on_body(chunk: Any, offset: int, **_: Any) -> None:
+            answer.chunks.append(bytes(chunk))
+            answer.last_activity = time.monotonic()
+
+        def on_progress(progress: int, **_: Any) -> None:
+            answer.last_activity = time.monotonic()
+
+        def on_done(error: BaseException | None = None, **_: Any) -> None:
+            if error is not None:
+                failure.append(error)
+            done.release()
+
+        checksum = S3ChecksumConfig(validate_response=True) if want_body and self._validate else None
+        crt_request = self._crt.make_request(
+            type=S3RequestType.DEFAULT, operation_name=operation, request=request,
+            signing_config=self._signing_config(bucket), checksum_config=checksum, on_headers=on_headers,
+            on_body=on_body if want_body else None, on_progress=on_progress, on_done=on_done)
+        while not done.acquire(timeout=min(self._read_timeout, 5.0)):
+            if time.monotonic() - answer.last_activity > self._read_timeout:
+                crt_request.cancel()
+                done.acquire(timeout=30)  # cancelled: the timeout is the error to report
+                raise ReadTimeoutError(endpoint_url=f"{operation} {bucket}")
+        if failure:
+            error = failure[0]
+            if isinstance(error, awscrt.exceptions.AwsCrtError) and not isinstance(error, S3ResponseError):
+                raise self._failure(error, operation, bucket) from error
+            raise error
+
+    def _learn_from(self, error: S3ResponseError, bucket: str) -> bool:
+        """Whether the request is worth sending again after what its error answer says: the bucket's region
+        (a redirect) or the server's clock (a skew)."""
+        headers = HeadersDict(error.headers or [])
+        region = headers.get("x-amz-bucket-region")
+        if error.status_code in REDIRECT_STATUS and region and region != self._bucket_regions.get(bucket, self._region):
+            with self._lock:
+                self._bucket_regions[bucket] = region
+                self._endpoints.pop(bucket, None)
+            return True
+        code = self._error_code(error)
+        if code in SKEW_CODES and headers.get("date"):
+            server = email.utils.parsedate_to_datetime(headers["date"])
+            self._skew = server - dt.datetime.now(dt.UTC)
+            return True
+        return False
+
+    def _error_code(self, error: S3ResponseError) -> str:
+        parsed = self._parser.parse({"headers": HeadersDict(error.headers or []), "status_code": error.status_code,
+                                     "body": error.body or b""}, None)
+        return str(parsed.get("Error", {}).get("Code", ""))
+
+    def _client_error(self, operation: str, error: S3ResponseError) -> Exception:
+        """boto3's exception for an S3 error answer, parsed by botocore (NoSuchKey, ClientError...)."""
+        response = {"headers": HeadersDict(error.headers or []), "status_code": error.status_code,
+                    "body": error.body or b""}
+        parsed = self._parser.parse(response, self._operations[operation].output_shape)
+        code = parsed.get("Error", {}).get("Code")
+        return self.exceptions.from_code(code)(parsed, operation)
+
+    @staticmethod
+    def _failure(error: awscrt.exceptions.AwsCrtError, operation: str, bucket: str) -> Exception:
+        """botocore's exception for a failure without an S3 answer, so callers classify it as boto3's."""
+        where = f"{operation} {bucket}"
+        if error.name in _RETRIES_EXHAUSTED:  # awscrt keeps no answer of its last attempt: say what boto3 says
+            code, status = _RETRIES_EXHAUSTED[error.name]
+            return ClientError({"Error": {"Code": code, "Message": error.message},
+                                "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+        if error.name == "AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH":
+            return FlexibleChecksumError(error_msg=f"{where}: the body does not match the checksum S3 sent")
+        if error.name in _CONNECT_ERRORS:
+            return EndpointConnectionError(endpoint_url=where, error=error)
+        if error.name in _TIMEOUT_ERRORS:
+            return ReadTimeoutError(endpoint_url=where, error=error)
+        if error.name.startswith("AWS_IO_TLS"):
+            return SSLError(endpoint_url=where, error=error)
+        if "CLOSED" in error.name or "CONNECTION" in error.name:
+            return ConnectionClosedError(endpoint_url=where, error=error)
+        return HTTPClientError(error=f"{where}: {error.name}: {error.message}")
+
+    def _parse(self, operation: str, answer: _Answer) -> dict[str, Any]:
+        response = {"headers": HeadersDict(answer.headers), "status_code": answer.status, "body": b""}
+        return self._parser.parse(response, self._operations[operation].output_shape)
