@@ -11,7 +11,7 @@ import pytest
 
 from vault_pipeline.replication.copier import CopyOptions, ObjectCopier
 from vault_pipeline.replication.errors import CopyError
-from vault_pipeline.replication.lean_s3 import LeanS3Client
+from vault_pipeline.replication.crt_s3 import CrtS3Client
 from vault_pipeline.replication.policy import RetentionPolicy
 from vault_pipeline.replication.s3client import SiteConfig, make_client
 from vault_pipeline.replication.spool import SPOOL_BUDGET, SpoolFile
@@ -23,16 +23,16 @@ SIZE = 21 * MiB + 12345  # three 8 MiB parts, the last one short
 pytestmark = pytest.mark.parametrize("cold_flavour", ["seaweedfs"], indirect=True)
 
 
-def clients(vault: Vault, *, lean: bool) -> tuple[Any, Any]:
+def clients(vault: Vault, *, fast: bool) -> tuple[Any, Any]:
     def site(name: str, prefix: str, bucket: str) -> Any:
         return make_client(SiteConfig(name, vault.env[f"{prefix}_ENDPOINT"], "us-east-1",
                                       vault.env[f"{prefix}_ACCESS_KEY_ID"], vault.env[f"{prefix}_SECRET_ACCESS_KEY"],
-                                      bucket, lean_client=lean))
+                                      bucket, fast_path=fast))
     return site("hot", "OVH_S3", vault.hot_bucket), site("cold", "AWS_S3", vault.cold_bucket)
 
 
-def copier(vault: Vault, *, lean: bool = True, spool: bool = True, tmp_path: Any = None) -> ObjectCopier:
-    hot, cold = clients(vault, lean=lean)
+def copier(vault: Vault, *, fast: bool = True, spool: bool = True, tmp_path: Any = None) -> ObjectCopier:
+    hot, cold = clients(vault, fast=fast)
     return ObjectCopier(hot=hot, hot_bucket=vault.hot_bucket, cold=cold, cold_bucket=vault.cold_bucket,
                         policy=RetentionPolicy.default(), options=CopyOptions(
                             multipart_threshold=16 * MiB, part_size=8 * MiB, part_concurrency=2,
@@ -47,13 +47,13 @@ def big(vault: Vault) -> tuple[str, bytes]:
     return "big.bin", body
 
 
-@pytest.mark.parametrize(("lean", "spool"), [(True, True), (True, False), (False, True), (False, False)],
+@pytest.mark.parametrize(("fast", "spool"), [(True, True), (True, False), (False, True), (False, False)],
                          ids=["streamed-from-spool", "streamed-from-ranged-gets", "boto3-spool", "boto3-ranged"])
-def test_every_way_of_sending_parts_gives_the_same_verified_copy(vault: Vault, big: tuple[str, bytes], lean: bool,
+def test_every_way_of_sending_parts_gives_the_same_verified_copy(vault: Vault, big: tuple[str, bytes], fast: bool,
                                                                  spool: bool, tmp_path: Any) -> None:
     key, body = big
-    copy = copier(vault, lean=lean, spool=spool, tmp_path=tmp_path)
-    assert isinstance(copy.cold, LeanS3Client) == lean
+    copy = copier(vault, fast=fast, spool=spool, tmp_path=tmp_path)
+    assert isinstance(copy.cold, CrtS3Client) == fast
     outcome = copy.replicate(key, listed_size=SIZE)
     assert outcome.cold_checksum.endswith("-3") and outcome.part_size == 8 * MiB
     assert outcome.sha256 == hashlib.sha256(body).hexdigest()

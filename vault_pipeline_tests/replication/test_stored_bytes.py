@@ -3,7 +3,7 @@ headers; and a copy holds one version of the hot object, even when the object is
 
 The hot objects carry a CRC32 checksum (as boto3 writes them by default), so a GET that decoded a gzip body
 would fail its response checksum validation: the symptom of issue 12 (`FlexibleChecksumError ... expected
-checksum ... did not match calculated checksum`), from the lean client, which let urllib3 decode.
+checksum ... did not match calculated checksum`), from the former urllib3 client, which decoded bodies.
 """
 
 from __future__ import annotations
@@ -75,11 +75,11 @@ def assert_cold_copy_is(vault: Vault, key: str, version_id: str, body: bytes) ->
     return head
 
 
-@pytest.mark.parametrize("lean", [True, False], ids=["lean-client", "boto3"])
-def test_every_object_is_copied_as_stored_with_its_content_headers(vault: Vault, lean: bool) -> None:
-    switch = "true" if lean else "false"
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "boto3"])
+def test_every_object_is_copied_as_stored_with_its_content_headers(vault: Vault, fast: bool) -> None:
+    switch = "true" if fast else "false"
     # No spool: the parts of large objects come from ranged GETs of the gzip bytes, the riskiest read.
-    vault.configure(OVH_S3_LEAN_CLIENT=switch, AWS_S3_LEAN_CLIENT=switch, VAULT_SPOOL_MAX_MB="0")
+    vault.configure(OVH_S3_FAST_PATH=switch, AWS_S3_FAST_PATH=switch, VAULT_SPOOL_MAX_MB="0")
     docs = documents()
     for key, (body, encoding) in docs.items():
         put_hot(vault, key, body, encoding)
