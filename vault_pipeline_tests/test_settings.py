@@ -42,7 +42,7 @@ def test_specification_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
         ("VAULT_REBUILD_LAG_ALERT_SECONDS", "0"),
         ("VAULT_SPOOL_DIR", "/no/such/directory"),
         ("VAULT_SPOOL_MAX_MB", "-1"),
-        ("AWS_S3_LEAN_CLIENT", "perhaps"),
+        ("AWS_S3_FAST_PATH", "perhaps"),
     ],
 )
 def test_invalid_values_are_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -85,7 +85,7 @@ def test_defaults_are_declared_once_in_settings() -> None:
                                                defaults["retry_base_seconds"], defaults["lease_seconds"])
     assert (drill.tier, drill.deadline) == (defaults["restore_drill_tier"],
                                             dt.timedelta(hours=defaults["restore_drill_deadline_hours"]))
-    optional = {"webhook_url", "signing_key", "public_keys"}  # secrets and lists from the environment
+    optional = {"webhook_url", "signing_key", "public_keys", "session_token"}  # secrets and lists from the environment
     for resource in (ColdSiteResource, ReplicationSettingsResource, VerificationSettingsResource, AlertsResource,
                      JournalResource, RestoreDrillResource):
         with_default = [name for name, field in resource.model_fields.items()

@@ -10,16 +10,18 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import boto3
 import botocore.session
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import NoCredentialsError
 from botocore.utils import get_environ_proxies
 
-from vault_pipeline.replication.crt_s3 import CrtS3Client
+from vault_pipeline.replication.crt_s3 import CrtS3Client, parse_timestamp
 
 log = logging.getLogger(__name__)
 ChecksumWhen = Literal["when_supported", "when_required"]
@@ -59,21 +61,21 @@ def shared_client(site: SiteConfig) -> Any:
 
 
 def make_client(site: SiteConfig) -> Any:
-    boto_client, session = _boto_client(site, site.region)
+    boto_client = _boto_client(site, site.region)
     if not site.fast_path:
         return boto_client
     if proxy_applies(boto_client):
         log.info("%s: a proxy applies to %s; every request goes through boto3 (awscrt's S3 client takes no "
                  "proxy)", site.describe(), boto_client.meta.endpoint_url)
         return boto_client
-    credentials = session.get_credentials()
+    credentials = _credentials(site)
     if credentials is None:
         raise NoCredentialsError()
     return CrtS3Client(
-        boto_client, credentials=credentials, verify=ca_verify(session),
+        boto_client, credentials=credentials, verify=ca_verify(),
         max_attempts=site.max_attempts, connect_timeout=site.connect_timeout, read_timeout=site.read_timeout,
         validate_responses=site.response_checksum_validation == "when_supported",
-        make_regional_client=lambda region: _boto_client(site, region)[0],
+        make_regional_client=lambda region: _boto_client(site, region),
     )
 
 
@@ -82,13 +84,15 @@ def proxy_applies(client: Any) -> bool:
     return bool(client.meta.config.proxies or get_environ_proxies(client.meta.endpoint_url))
 
 
-def ca_verify(session: Any) -> bool | str:
+def ca_verify() -> bool | str:
     """The certificate check boto3 applies: AWS_CA_BUNDLE (or ca_bundle), else REQUESTS_CA_BUNDLE, else
     its own bundle."""
-    return session.get_config_variable("ca_bundle") or os.environ.get("REQUESTS_CA_BUNDLE") or True
+    with _SESSION_LOCK:
+        bundle = _botocore_session().get_config_variable("ca_bundle")
+    return bundle or os.environ.get("REQUESTS_CA_BUNDLE") or True
 
 
-def _boto_client(site: SiteConfig, region: str) -> tuple[Any, Any]:
+def _boto_client(site: SiteConfig, region: str) -> Any:
     config = Config(
         region_name=region,
         s3={"addressing_style": site.addressing_style},
@@ -100,11 +104,35 @@ def _boto_client(site: SiteConfig, region: str) -> tuple[Any, Any]:
         retries={"mode": "standard", "max_attempts": site.max_attempts},
         tcp_keepalive=True,
     )
-    # Keys given: they (and their token) are the session's credentials; none: botocore's own chain
-    # (environment, profile, container or instance role), refreshed as it does.
+    # Keys given: they (and their token) sign; none: botocore's own chain (environment, profile, container or
+    # instance role), refreshed as botocore does.
+    with _SESSION_LOCK:  # boto3 sessions are not thread-safe
+        client = _session().client(
+            "s3", endpoint_url=site.endpoint_url or None, config=config,
+            aws_access_key_id=site.access_key_id or None, aws_secret_access_key=site.secret_access_key or None,
+            aws_session_token=site.session_token or None)
+    return client
+
+
+def _credentials(site: SiteConfig) -> Any:
+    if site.access_key_id:
+        return Credentials(site.access_key_id, site.secret_access_key, site.session_token or None)
+    with _SESSION_LOCK:
+        return _botocore_session().get_credentials()
+
+
+_SESSION_LOCK = threading.Lock()
+
+
+@functools.cache
+def _botocore_session() -> botocore.session.Session:
+    """One session per process: the S3 model is loaded once for every client (~0.1 s each otherwise), and
+    timestamps in answers (a listing page has a thousand) are parsed without dateutil."""
     session = botocore.session.Session()
-    client = boto3.session.Session(
-        aws_access_key_id=site.access_key_id or None, aws_secret_access_key=site.secret_access_key or None,
-        aws_session_token=site.session_token or None, botocore_session=session,
-    ).client("s3", endpoint_url=site.endpoint_url or None, config=config)
-    return client, session
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+    return session
+
+
+@functools.cache
+def _session() -> boto3.session.Session:
+    return boto3.session.Session(botocore_session=_botocore_session())

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from vault_pipeline.replication.copier import CopyOptions, ObjectCopier
-from vault_pipeline.replication.errors import CopyError
 from vault_pipeline.replication.crt_s3 import CrtS3Client
+from vault_pipeline.replication.errors import CopyError
 from vault_pipeline.replication.policy import RetentionPolicy
 from vault_pipeline.replication.s3client import SiteConfig, make_client
 from vault_pipeline.replication.spool import SPOOL_BUDGET, SpoolFile
