@@ -88,7 +88,8 @@ def describe(run: ContenderRun) -> str:
     m = run.metrics()
     state = "ok" if run.complete else f"INCOMPLETE: {run.error}"
     return (f"{run.contender} run {run.run}: {m['objects_per_s']:,.1f} objects/s, {m['mib_per_s']:,.1f} MiB/s, "
-            f"{m['wall_s']:.2f} s, peak RSS {m['peak_rss_mib']:,.0f} MiB, {m['cpu_s_per_gib']:,.1f} CPU s/GiB; {state}")
+            f"{m['wall_s']:.2f} s, peak RSS {m['peak_rss_mib']:,.0f} MiB, {m['cpu_s_per_gib']:,.1f} CPU s/GiB, "
+            f"{m['cpu_ms_per_object']:,.2f} CPU ms/object (process tree); {state}")
 
 
 def bench_workload(stack: Any, workload: Workload, args: argparse.Namespace, workdir: Path,

@@ -10,7 +10,10 @@ fresh tracking database), then the copy is checked (checks.py), outside the timi
 Timed windows. vault-pipeline: the materialization (`replication_job` executing; the sensor's
 registration is reported apart). naive: listing + copies. rclone: the process from spawn to exit (its
 listing included; a Go binary starts in milliseconds). CPU seconds cover the same windows; peak RSS is
-the highest sampled RSS of the process tree within them.
+the highest sampled RSS of the process tree within them. Besides, every contender's whole process tree
+over its whole life (`tree_cpu_s`: start-up, imports and vault-pipeline's registration included) gives
+the CPU per object, and the servers' CPU and S3 requests are read just before the spawn and just after
+the exit (the same span).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import psutil
 from copybench.checks import check_cold_copies, replicated_rows
 from copybench.events import read_events
 from copybench.measure import MeasuredProcess, run_measured, tree_cpu_seconds
+from copybench.s3metrics import RequestCounts, request_counts, request_delta
 from copybench.stackctl import new_cold_bucket, new_database, purge_bucket, server_pids
 from copybench.workloads import MIB, Workload
 from vault_pipeline.devstack.stack import DevStack
@@ -69,7 +73,8 @@ class ContenderRun:
     objects: int
     bytes: int
     peak_rss_mib: float
-    cpu_s: float
+    cpu_s: float  # the timed window (Python workers: the copy phase); rclone: the whole process
+    tree_cpu_s: float  # the whole process tree over its whole life (start-up and registration included)
     returncode: int
     check: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
@@ -89,6 +94,9 @@ class ContenderRun:
             "peak_rss_mib": self.peak_rss_mib,
             "cpu_s": self.cpu_s,
             "cpu_s_per_gib": self.cpu_s / gib if gib else 0.0,
+            "tree_cpu_s": self.tree_cpu_s,
+            "cpu_ms_per_object": 1000 * self.tree_cpu_s / self.objects if self.objects else 0.0,
+            "window_cpu_ms_per_object": 1000 * self.cpu_s / self.objects if self.objects else 0.0,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -109,6 +117,30 @@ def server_cpu(stack: DevStack) -> dict[str, float]:
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {f"{name}_cpu_s": round(after[name] - before[name], 3) for name in before}
+
+
+@dataclass(frozen=True)
+class ServerReading:
+    """The servers' CPU seconds and S3 request counters at one moment."""
+
+    cpu: dict[str, float]
+    requests: dict[str, RequestCounts | None]
+
+
+def read_servers(stack: DevStack) -> ServerReading:
+    return ServerReading(cpu=server_cpu(stack), requests=request_counts(stack))
+
+
+def server_usage(stack: DevStack, before: ServerReading) -> dict[str, Any]:
+    """What the servers did since `before`: `<server>_cpu_s` and `s3_requests` (per site, by type)."""
+    after = read_servers(stack)
+    return {**cpu_delta(before.cpu, after.cpu), "s3_requests": request_delta(before.requests, after.requests)}
+
+
+def tree_extra(measured: MeasuredProcess) -> dict[str, Any]:
+    """How the whole-tree CPU was obtained: descendants seen and the CPU of those outside the rusage."""
+    return {"process_tree_cpu_s": round(measured.tree_cpu_s, 3), "descendants_seen": measured.descendants_seen,
+            "orphans_cpu": round(measured.orphan_cpu_s, 3)}
 
 
 def _rss_mib(value: int) -> float:
@@ -133,16 +165,18 @@ def _finish(setup: RunSetup, contender: str, cold_bucket: str, measured: Measure
     return ContenderRun(
         contender=contender, run=setup.run, wall_s=window[1] - window[0], objects=check["objects_found"],
         bytes=check["bytes_found"], peak_rss_mib=_rss_mib(measured.peak_rss(*window)), cpu_s=cpu_s,
-        returncode=measured.returncode, check=check, extra=extra, error=error)
+        tree_cpu_s=measured.tree_cpu_s, returncode=measured.returncode, check=check,
+        extra={**extra, **tree_extra(measured)}, error=error)
 
 
 def _window(events: dict[str, dict[str, Any]], measured: MeasuredProcess) -> tuple[tuple[float, float], float]:
-    """The copy phase a Python worker reported (time window and its own CPU seconds in it); the whole
-    process when it died before reporting it."""
+    """The copy phase a Python worker reported (time window and the CPU seconds of its process tree in it);
+    the whole process tree when it died before reporting it."""
     start, end = events.get("copy_start"), events.get("copy_end")
     if start and end:
-        return (start["t"], end["t"]), end["cpu_s"] - start["cpu_s"]
-    return (measured.started, measured.ended), measured.cpu_s
+        key = "tree_cpu_s" if "tree_cpu_s" in start and "tree_cpu_s" in end else "cpu_s"
+        return (start["t"], end["t"]), end[key] - start[key]
+    return (measured.started, measured.ended), measured.tree_cpu_s
 
 
 def run_vault(setup: RunSetup) -> ContenderRun:
@@ -151,7 +185,7 @@ def run_vault(setup: RunSetup) -> ContenderRun:
     env = worker_env(setup.stack, OVH_S3_BUCKET_DOCUMENTS=setup.hot_bucket, AWS_S3_BUCKET_DOCUMENTS_COLD=cold_bucket,
                      VAULT_DATABASE_URL=dsn, REPLICATION_CONCURRENCY=str(setup.parallelism))
     events_path = setup.workdir / f"{setup.name('vault')}.events.jsonl"
-    before = server_cpu(setup.stack)
+    before = read_servers(setup.stack)
     command = [sys.executable, str(VAULT_WORKER), str(events_path)]
     if setup.profile_dir is not None:  # samples of the thread holding the GIL: where Python spends its CPU
         profile = setup.profile_dir / f"{setup.name('vault')}.speedscope.json"
@@ -159,7 +193,7 @@ def run_vault(setup: RunSetup) -> ContenderRun:
                    "--output", str(profile), "--", *command]
     measured = run_measured(command, env=env,
                             log_path=setup.workdir / f"{setup.name('vault')}.log", timeout_s=setup.timeout_s)
-    servers = cpu_delta(before, server_cpu(setup.stack))
+    servers = server_usage(setup.stack, before)
     events = read_events(events_path)
     window, cpu_s = _window(events, measured)
     registration = events.get("register_start"), events.get("register_end")
@@ -185,10 +219,10 @@ def run_naive(setup: RunSetup) -> ContenderRun:
     env = worker_env(setup.stack, OVH_S3_BUCKET_DOCUMENTS=setup.hot_bucket, AWS_S3_BUCKET_DOCUMENTS_COLD=cold_bucket,
                      BENCH_PARALLELISM=str(setup.parallelism))
     events_path = setup.workdir / f"{setup.name('naive')}.events.jsonl"
-    before = server_cpu(setup.stack)
+    before = read_servers(setup.stack)
     measured = run_measured([sys.executable, str(NAIVE_WORKER), str(events_path)], env=env,
                             log_path=setup.workdir / f"{setup.name('naive')}.log", timeout_s=setup.timeout_s)
-    servers = cpu_delta(before, server_cpu(setup.stack))
+    servers = server_usage(setup.stack, before)
     events = read_events(events_path)
     window, cpu_s = _window(events, measured)
     extra = {"process_wall_s": round(measured.wall_s, 3), "process_cpu_s": round(measured.cpu_s, 3),
@@ -268,9 +302,10 @@ def run_rclone(setup: RunSetup, binary: str) -> ContenderRun:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RCLONE_")}
     env |= _remote_env("hot", setup.stack.hot) | _remote_env("cold", setup.stack.cold)
     command = rclone_command(binary, setup, cold_bucket, config_path)
-    before = server_cpu(setup.stack)
+    before = read_servers(setup.stack)
     measured = run_measured(command, env=env, log_path=setup.workdir / f"{setup.name('rclone')}.log",
                             timeout_s=setup.timeout_s)
-    servers = cpu_delta(before, server_cpu(setup.stack))
+    servers = server_usage(setup.stack, before)
     extra = {"command": [Path(command[0]).name, *command[1:]], **servers}
-    return _finish(setup, "rclone", cold_bucket, measured, (measured.started, measured.ended), measured.cpu_s, extra)
+    return _finish(setup, "rclone", cold_bucket, measured, (measured.started, measured.ended), measured.tree_cpu_s,
+                   extra)

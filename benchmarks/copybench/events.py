@@ -3,6 +3,9 @@
 Each event carries the time on CLOCK_MONOTONIC (time.monotonic() is system-wide on Linux, so the harness
 can place it among its own RSS samples) and the worker's own CPU seconds so far (user + system, its waited
 children included), so the harness measures exactly the phase it times (the copy), not the imports.
+`tree_cpu_s` adds the CPU of its descendants alive at that moment: the difference between two events is
+then the CPU of the whole process tree in between (a child started before the copy and reaped after it is
+counted once: its part before the start is in the first reading).
 """
 
 from __future__ import annotations
@@ -20,6 +23,17 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
+def tree_cpu_seconds(process: psutil.Process) -> float:
+    """CPU seconds of `process` (its waited children included) and of its live descendants."""
+    total = cpu_seconds(process)
+    for child in process.children(recursive=True):
+        try:
+            total += cpu_seconds(child)
+        except psutil.Error:
+            continue  # exited meanwhile: its parent's children_* has it once reaped
+    return total
+
+
 class EventLog:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -27,7 +41,7 @@ class EventLog:
 
     def emit(self, event: str, **fields: Any) -> None:
         record = {"event": event, "t": time.monotonic(), "cpu_s": cpu_seconds(self._process),
-                  "rss": self._process.memory_info().rss, **fields}
+                  "tree_cpu_s": tree_cpu_seconds(self._process), "rss": self._process.memory_info().rss, **fields}
         with self.path.open("a") as out:
             out.write(json.dumps(record, default=str) + "\n")
 

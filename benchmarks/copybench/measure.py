@@ -4,6 +4,15 @@ A sampler thread reads the resident memory of the process and all its descendant
 list of descendants is refreshed every 0.5 s: walking /proc at 50 Hz would itself cost CPU on a 2-core
 machine). CPU time comes from the kernel: `os.wait4` returns the rusage of the reaped child and of the
 descendants it waited for, exact to the tick, where psutil could only read a process still alive.
+
+The whole process tree: a descendant that outlives its parent is re-parented outside the tree (to init),
+so its CPU never reaches the child's rusage. The child starts in a session of its own, which its
+descendants keep (unless they call setsid), so at every refresh (0.5 s) and once more after the child's
+exit the sampler also looks for processes of that session outside the tree (`getsid` on every pid: one
+syscall each), and for descendants it saw that left the tree alive; it keeps reading their CPU (psutil)
+and the harness adds the last reading (`orphan_cpu_s`), up to the child's exit. An orphan that exits
+between two readings escapes, with its CPU since the previous one. Well-behaved programs wait for their
+children (Python's subprocess, Go's os/exec), and then the rusage alone is the whole tree.
 """
 
 from __future__ import annotations
@@ -37,6 +46,13 @@ class MeasuredProcess:
     cpu_s: float  # user + system of the process and its waited descendants, whole life
     samples: list[RssSample] = field(default_factory=list)
     timed_out: bool = False
+    orphan_cpu_s: float = 0.0  # descendants that left the tree alive (not in the rusage), last reading
+    descendants_seen: int = 0  # distinct descendants the sampler saw (0: a single process)
+
+    @property
+    def tree_cpu_s(self) -> float:
+        """User + system CPU seconds of the whole process tree over its whole life."""
+        return self.cpu_s + self.orphan_cpu_s
 
     @property
     def wall_s(self) -> float:
@@ -49,14 +65,23 @@ class MeasuredProcess:
         return max(inside, default=max((s.rss for s in self.samples), default=0))
 
 
+def _cpu_total(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 class TreeSampler:
-    """Samples the RSS of a process tree on a thread until stopped."""
+    """Samples the RSS of a process tree on a thread until stopped, and follows descendants that leave
+    the tree alive (orphans) for their CPU time."""
 
     def __init__(self, pid: int) -> None:
         self.samples: list[RssSample] = []
         self._root = psutil.Process(pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"rss-sampler-{pid}", daemon=True)
+        self._descendants: dict[tuple[int, float], psutil.Process] = {}  # (pid, create time) -> process
+        self._orphans: dict[tuple[int, float], psutil.Process] = {}
+        self._orphan_cpu: dict[tuple[int, float], float] = {}  # last CPU reading of each orphan
 
     def start(self) -> TreeSampler:
         self._thread.start()
@@ -65,12 +90,68 @@ class TreeSampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+        self._follow([], root_alive=False)  # the root has exited: whoever still runs is an orphan
+
+    @property
+    def orphan_cpu_s(self) -> float:
+        return sum(self._orphan_cpu.values())
+
+    @property
+    def descendants_seen(self) -> int:
+        return len(self._descendants)
+
+    def _read_orphans(self) -> None:
+        for key, process in self._orphans.items():
+            try:
+                self._orphan_cpu[key] = _cpu_total(process)
+            except psutil.Error:
+                continue  # exited: its last reading stands
+
+    def _orphaned(self, process: psutil.Process) -> bool:
+        """Alive with a parent outside the root's session (init, a subreaper): its CPU will not reach the
+        root's rusage. A process just forked by a member of the tree is not (its parent will reap it)."""
+        try:
+            return process.is_running() and os.getsid(process.ppid()) != self._root.pid
+        except (OSError, psutil.Error):
+            return False
+
+    def _session_outsiders(self, tree: set[int]) -> None:
+        """Processes of the root's session that are not in its tree and orphaned."""
+        for pid in psutil.pids():
+            if pid in tree:
+                continue
+            try:
+                if os.getsid(pid) != self._root.pid:
+                    continue
+                process = psutil.Process(pid)
+                key = (pid, process.create_time())
+            except (OSError, psutil.Error):
+                continue
+            if key not in self._orphans and self._orphaned(process):
+                self._orphans[key] = process
+
+    def _follow(self, children: list[psutil.Process], *, root_alive: bool = True) -> None:
+        """Note new descendants; those gone from the tree but alive are orphans, followed from now on."""
+        current: dict[tuple[int, float], psutil.Process] = {}
+        for child in children:
+            try:
+                current[(child.pid, child.create_time())] = child
+            except psutil.Error:
+                continue
+        for key, process in self._descendants.items():
+            if key not in current and key not in self._orphans and self._orphaned(process):
+                self._orphans[key] = process
+        self._descendants.update(current)
+        self._session_outsiders({self._root.pid, *(pid for pid, _ in current)} if root_alive else set())
+        self._read_orphans()
 
     def _tree(self) -> list[psutil.Process]:
         try:
-            return [self._root, *self._root.children(recursive=True)]
+            children = self._root.children(recursive=True)
         except psutil.Error:
-            return [self._root]
+            children = []
+        self._follow(children)
+        return [self._root, *children, *self._orphans.values()]
 
     def _run(self) -> None:
         tree, refreshed = self._tree(), time.monotonic()
@@ -121,7 +202,8 @@ def run_measured(command: Sequence[str], *, env: Mapping[str, str], log_path: Pa
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     return MeasuredProcess(returncode=returncode, started=started, ended=ended, cpu_s=cpu_s,
-                           samples=sampler.samples, timed_out=timed_out)
+                           samples=sampler.samples, timed_out=timed_out, orphan_cpu_s=sampler.orphan_cpu_s,
+                           descendants_seen=sampler.descendants_seen)
 
 
 def tree_cpu_seconds(pid: int | None) -> float:

@@ -1,4 +1,5 @@
-"""Medians over runs, ratios to rclone, the machine, and the JSON and markdown outputs."""
+"""Medians over runs, ratios to rclone (and to the naive loop), the per-object cost on the servers, the
+machine, and the JSON and markdown outputs."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ import psutil
 from copybench.workloads import MIB
 
 CONTENDERS = ("vault-pipeline", "rclone", "naive")
-MEDIAN_METRICS = ("objects_per_s", "mib_per_s", "wall_s", "peak_rss_mib", "cpu_s", "cpu_s_per_gib")
+MEDIAN_METRICS = ("objects_per_s", "mib_per_s", "wall_s", "peak_rss_mib", "cpu_s", "cpu_s_per_gib", "tree_cpu_s",
+                  "cpu_ms_per_object", "window_cpu_ms_per_object")
+SERVERS = ("hot_s3", "cold_s3", "postgres")  # the `<server>_cpu_s` entries of a run's extra
+S3_SITES = ("hot_s3", "cold_s3")  # the `s3_requests` entries of a run's extra
 
 
 def cpu_model() -> str:
@@ -66,7 +70,42 @@ def code_version(repo: Path) -> dict[str, Any]:
 
 def servers_cpu(run: dict[str, Any]) -> float:
     """CPU seconds the three servers (hot and cold S3, PostgreSQL) spent during a contender's run."""
-    return sum(v for k, v in run["extra"].items() if k.endswith("_cpu_s") and k != "process_cpu_s")
+    return sum(run["extra"].get(f"{server}_cpu_s", 0.0) for server in SERVERS)
+
+
+def per_object_costs(run: dict[str, Any]) -> dict[str, float | None]:
+    """One run's cost per object copied, flat: `<server>_cpu_ms` (CPU milliseconds of each server per
+    object), `<site>_requests` and `<site>_requests_<TYPE>` (S3 requests per object), `<site>_errors`
+    (non-2xx answers per object) and `<site>_ms_per_request` (the site's CPU milliseconds per request).
+    None where not measured (no metrics endpoint) or nothing was copied."""
+    objects = run.get("objects") or 0
+    extra = run.get("extra", {})
+    costs: dict[str, float | None] = {}
+    for server in SERVERS:
+        cpu = extra.get(f"{server}_cpu_s")
+        costs[f"{server}_cpu_ms"] = 1000 * cpu / objects if objects and cpu is not None else None
+    requests = extra.get("s3_requests") or {}
+    for site in S3_SITES:
+        counts = requests.get(site)
+        if not objects or counts is None:
+            costs[f"{site}_requests"] = costs[f"{site}_ms_per_request"] = None
+            continue
+        total = sum(n for kind, n in counts.items() if kind != "errors")
+        costs[f"{site}_requests"] = total / objects
+        costs[f"{site}_errors"] = counts.get("errors", 0) / objects
+        for kind, n in counts.items():
+            if kind != "errors":
+                costs[f"{site}_requests_{kind}"] = n / objects
+        cpu = extra.get(f"{site}_cpu_s")
+        costs[f"{site}_ms_per_request"] = 1000 * cpu / total if total and cpu is not None else None
+    return costs
+
+
+def median_costs(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The median of each per-object cost over runs (of the runs where it was measured)."""
+    each = [per_object_costs(run) for run in runs]
+    names = sorted({name for costs in each for name in costs})
+    return {name: _median_or_none([c[name] for c in each if c.get(name) is not None]) for name in names}
 
 
 def _median_or_none(values: list[float]) -> float | None:
@@ -102,14 +141,19 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         else:
             entry.update({m: statistics.median(r[m] for r in good) for m in MEDIAN_METRICS})
             entry["servers_cpu_s"] = statistics.median(servers_cpu(r) for r in good)
+            entry["per_object"] = median_costs(good)
             if contender == "vault-pipeline":
                 entry.update(vault_phases(good))
         summary[contender] = entry
-    reference = summary.get("rclone", {})
+    reference, naive = summary.get("rclone", {}), summary.get("naive", {})
     for entry in summary.values():
         if "objects_per_s" in entry and reference.get("objects_per_s"):
             entry["throughput_vs_rclone"] = entry["objects_per_s"] / reference["objects_per_s"]
             entry["rss_vs_rclone"] = entry["peak_rss_mib"] / reference["peak_rss_mib"]
+        if "cpu_ms_per_object" in entry and reference.get("cpu_ms_per_object"):
+            entry["cpu_per_object_vs_rclone"] = entry["cpu_ms_per_object"] / reference["cpu_ms_per_object"]
+        if "objects_per_s" in entry and naive.get("objects_per_s"):
+            entry["throughput_vs_naive"] = entry["objects_per_s"] / naive["objects_per_s"]
     return summary
 
 
@@ -117,21 +161,63 @@ def _number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def workload_table(name: str, workload: dict[str, Any]) -> list[str]:
-    lines = [f"### {name}: {workload['description']} ({workload['objects']:,} objects, "
-             f"{workload['bytes'] / MIB:,.0f} MiB)", "",
-             "| contender | objects/s | MiB/s | wall (s) | peak RSS (MiB) | CPU s/GiB | servers CPU (s) "
-             "| throughput vs rclone | RSS vs rclone | complete runs |",
+def _requests(costs: dict[str, float | None], site: str) -> str:
+    """`3.00 (GET 2.00, PUT 1.00)`: S3 requests per object on a site, with the types; `-` if not counted."""
+    total = costs.get(f"{site}_requests")
+    if total is None:
+        return "-"
+    prefix = f"{site}_requests_"
+    kinds = sorted((name[len(prefix):], value) for name, value in costs.items()
+                   if name.startswith(prefix) and value)
+    detail = ", ".join(f"{kind} {value:.{2 if value >= 0.1 else 3}f}" for kind, value in kinds)  # LIST: 1/1000
+    errors = costs.get(f"{site}_errors")
+    if errors:
+        detail += f"; {errors:.2f} non-2xx"
+    return f"{total:.2f} ({detail})" if detail else f"{total:.2f}"
+
+
+def cost_table(workload: dict[str, Any]) -> list[str]:
+    """Per contender: CPU milliseconds per object copied, the contender's own (whole process tree) and each
+    server's, and the S3 requests per object each site answered."""
+    lines = ["Per object copied: CPU milliseconds (the contender's whole process tree, each server's process "
+             "tree, over the contender's whole process life), S3 requests each site answered (SeaweedFS "
+             "counts a HEAD as a GET) and the site's CPU milliseconds per request:", "",
+             "| contender | contender CPU ms | hot site CPU ms | cold site CPU ms | PostgreSQL CPU ms | total CPU ms "
+             "| hot requests | cold requests | hot ms/request | cold ms/request |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for contender, s in workload["summary"].items():
         if "skipped" in s:
-            lines.append(f"| {contender} | {s['skipped']} | | | | | | | | 0/{s['runs']} |")
+            continue
+        costs = s.get("per_object", {})
+        parts = [s.get("cpu_ms_per_object"), *(costs.get(f"{server}_cpu_ms") for server in SERVERS)]
+        known = [part for part in parts if part is not None]
+        total = sum(known) if len(known) == len(parts) else None
+        lines.append(
+            f"| {contender} | {' | '.join(_number(part, 2) for part in parts)} | {_number(total, 2)} | "
+            f"{_requests(costs, 'hot_s3')} | {_requests(costs, 'cold_s3')} | "
+            f"{_number(costs.get('hot_s3_ms_per_request'), 2)} | {_number(costs.get('cold_s3_ms_per_request'), 2)} |")
+    return lines
+
+
+def workload_table(name: str, workload: dict[str, Any]) -> list[str]:
+    lines = [f"### {name}: {workload['description']} ({workload['objects']:,} objects, "
+             f"{workload['bytes'] / MIB:,.0f} MiB)", "",
+             "| contender | objects/s | MiB/s | wall (s) | peak RSS (MiB) | CPU s/GiB | CPU ms/object "
+             "| copy-window CPU ms/object | servers CPU (s) | throughput vs rclone | throughput vs naive "
+             "| CPU/object vs rclone | RSS vs rclone | complete runs |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for contender, s in workload["summary"].items():
+        if "skipped" in s:
+            lines.append(f"| {contender} | {s['skipped']} |{' |' * 11} 0/{s['runs']} |")
             continue
         lines.append(
             f"| {contender} | {_number(s['objects_per_s'])} | {_number(s['mib_per_s'])} | {_number(s['wall_s'], 2)} | "
-            f"{_number(s['peak_rss_mib'], 0)} | {_number(s['cpu_s_per_gib'], 1)} | {_number(s['servers_cpu_s'], 1)} | "
-            f"{_number(s.get('throughput_vs_rclone'), 2)} | {_number(s.get('rss_vs_rclone'), 2)} | "
-            f"{s['complete_runs']}/{s['runs']} |")
+            f"{_number(s['peak_rss_mib'], 0)} | {_number(s['cpu_s_per_gib'], 1)} | "
+            f"{_number(s.get('cpu_ms_per_object'), 2)} | {_number(s.get('window_cpu_ms_per_object'), 2)} | "
+            f"{_number(s['servers_cpu_s'], 1)} | {_number(s.get('throughput_vs_rclone'), 2)} | "
+            f"{_number(s.get('throughput_vs_naive'), 2)} | {_number(s.get('cpu_per_object_vs_rclone'), 2)} | "
+            f"{_number(s.get('rss_vs_rclone'), 2)} | {s['complete_runs']}/{s['runs']} |")
+    lines += ["", *cost_table(workload)]
     vault = workload["summary"].get("vault-pipeline", {})
     if vault.get("registration_s") is not None:
         lines += ["", f"vault-pipeline: registration (sensor sweep, not in the wall time) "
@@ -154,7 +240,11 @@ def markdown(result: dict[str, Any]) -> str:
         + (f" with uncommitted changes in {', '.join(result['code']['uncommitted_vault_pipeline_changes'])}."
            if result["code"]["uncommitted_vault_pipeline_changes"] else "."),
         f"Settings: parallelism {s['parallelism']}, {s['runs']} run(s) per contender (medians), scale {s['scale']}"
-        f"{', smoke' if s['smoke'] else ''}, seed {s['seed']}, runs alternated {' '.join(s['order'])}.", "",
+        f"{', smoke' if s['smoke'] else ''}, seed {s['seed']}, runs alternated {' '.join(s['order'])}.",
+        "CPU ms/object: user + system CPU of the contender's whole process tree (process and descendants) over "
+        "its whole life, start-up included, per object copied; copy-window CPU ms/object: the same tree "
+        "within the timed window (rclone: its whole life); CPU s/GiB: the timed window. Ratios: medians over "
+        "rclone's (or the naive loop's); for CPU/object lower is better.", "",
     ]
     for name, workload in result["workloads"].items():
         lines += [*workload_table(name, workload), ""]

@@ -45,7 +45,12 @@ def test_smoke_run_measures_three_contenders_and_vault_copies_everything(tmp_pat
         assert summary["complete_runs"] == 1, contender
         assert summary["objects_per_s"] > 0 and summary["mib_per_s"] > 0, contender
         assert summary["peak_rss_mib"] > 0, contender
+        assert summary["cpu_ms_per_object"] > 0 and summary["cpu_per_object_vs_rclone"] > 0, contender
+        costs = summary["per_object"]  # SeaweedFS counted every contender's requests: a PUT per object at least
+        assert costs["cold_s3_requests_PUT"] >= 1 and costs["hot_s3_requests_GET"] >= 1, contender
     assert w1["summary"]["rclone"]["throughput_vs_rclone"] == 1.0
+    assert w1["summary"]["rclone"]["cpu_per_object_vs_rclone"] == 1.0
+    assert w1["summary"]["naive"]["throughput_vs_naive"] == 1.0
 
     (vault,) = [run for run in w1["runs"] if run["contender"] == "vault-pipeline"]
     check = vault["check"]
@@ -56,3 +61,4 @@ def test_smoke_run_measures_three_contenders_and_vault_copies_everything(tmp_pat
 
     table = (tmp_path / "copy_bench.md").read_text()
     assert all(f"| {contender} |" in table for contender in CONTENDERS)
+    assert "| CPU ms/object |" in table and "| hot requests | cold requests |" in table
