@@ -63,6 +63,13 @@ from botocore.exceptions import (
     SSLError,
 )
 from botocore.handlers import validate_ascii_metadata, validate_bucket_name
+from botocore.httpchecksum import (
+    CrtCrc32cChecksum,
+    CrtCrc32Checksum,
+    CrtCrc64NvmeChecksum,
+    Sha1Checksum,
+    Sha256Checksum,
+)
 from botocore.utils import percent_encode_sequence
 from s3transfer.crt import BotocoreCRTCredentialsWrapper
 
@@ -75,7 +82,8 @@ _CONNECT_ERRORS = frozenset({
 })
 # Retryable answers (throttling, 5xx) still failing after the last attempt.
 _RETRIES_EXHAUSTED = {"AWS_ERROR_S3_SLOW_DOWN": ("SlowDown", 503),
-                      "AWS_ERROR_S3_INTERNAL_ERROR": ("InternalError", 500)}
+                      "AWS_ERROR_S3_INTERNAL_ERROR": ("InternalError", 500),
+                      "AWS_ERROR_S3_REQUEST_TIME_TOO_SKEWED": ("RequestTimeTooSkewed", 403)}
 _TIMEOUT_ERRORS = frozenset({"AWS_ERROR_HTTP_RESPONSE_FIRST_BYTE_TIMEOUT", "AWS_ERROR_HTTP_CONNECTION_TIMEOUT"})
 
 
@@ -94,12 +102,38 @@ def parse_timestamp(value: str) -> dt.datetime:
     return parsers.DEFAULT_TIMESTAMP_PARSER(value)
 
 
+# botocore's classes, in botocore's (and awscrt's) order of preference when an answer has several.
+_RESPONSE_CHECKSUMS = {"crc64nvme": CrtCrc64NvmeChecksum, "crc32c": CrtCrc32cChecksum, "crc32": CrtCrc32Checksum,
+                       "sha1": Sha1Checksum, "sha256": Sha256Checksum}
+
+
+def check_body(headers: list[tuple[str, str]], data: bytes, where: str) -> str | None:
+    """The body checked against the answer's full-object checksum where awscrt did not check it: awscrt
+    (0.38.1) finds `x-amz-checksum-crc32` as AWS writes it but silently skips `X-Amz-Checksum-Crc32` as
+    SeaweedFS (Go) writes it, and reports did_validate_checksum False. Every checksum the answer has must
+    match (S3 sends one); returns the first checked in this order, None when there is none. A composite
+    checksum of a multipart upload ("...-3") covers the parts' checksums, not these bytes, and is not checked
+    (as in botocore and awscrt). A mismatch is botocore's FlexibleChecksumError, as from awscrt."""
+    found = HeadersDict(headers)
+    checked: list[str] = []
+    for algorithm, checksum_cls in _RESPONSE_CHECKSUMS.items():
+        expected = found.get(f"x-amz-checksum-{algorithm}")
+        if expected is None or "-" in expected:
+            continue
+        checksum = checksum_cls()
+        checksum.update(data)
+        if checksum.b64digest() != expected:
+            raise FlexibleChecksumError(error_msg=f"{where}: the body does not match the checksum S3 sent")
+        checked.append(algorithm.upper())
+    return checked[0] if checked else None
+
+
 class _TooLarge(Exception):
     """The body is larger than the client buffers: the request is cancelled on its headers."""
 
 
 class _Answer:
-    __slots__ = ("chunks", "headers", "last_activity", "limit", "status")
+    __slots__ = ("body_error", "chunks", "headers", "last_activity", "limit", "status", "validated_with")
 
     def __init__(self, limit: int | None) -> None:
         self.status = 0
@@ -107,14 +141,18 @@ class _Answer:
         self.chunks: list[bytes] = []
         self.last_activity = time.monotonic()
         self.limit = limit
+        self.body_error: BaseException | None = None  # what reading the request body raised (awscrt keeps no trace)
+        self.validated_with: str | None = None  # the algorithm awscrt checked the body with, if it did
 
 
 class BufferedBody:
     """A GET body received whole by awscrt (its checksum already validated), read like botocore's
-    StreamingBody: read(), read(n), iter_chunks(), close()."""
+    StreamingBody: read(), read(n), iter_chunks(), close(). `validated_with` names the checksum algorithm
+    the body was checked against ("CRC64NVME"...), None if the answer carried no checksum that could be."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, validated_with: str | None = None) -> None:
         self._stream = io.BytesIO(data)
+        self.validated_with = validated_with
 
     def read(self, amt: int | None = None) -> bytes:
         return self._stream.read(amt)
@@ -185,6 +223,13 @@ class _IterableStream(io.RawIOBase):
         return 0
 
     def readinto(self, buffer: Any) -> int:
+        try:
+            return self._readinto(buffer)
+        except BaseException as exc:  # awscrt turns it into AWS_ERROR_UNKNOWN: keep it to raise it as it was
+            self._answer.body_error = exc
+            raise
+
+    def _readinto(self, buffer: Any) -> int:
         while not self._pending:
             chunk = next(self._chunks, None)
             if chunk is None:
@@ -290,7 +335,11 @@ class CrtS3Client:
             parsed["Body"] = DeferredBody(lambda: self._boto.get_object(**pinned)["Body"])
             return parsed
         parsed = self._parse("GetObject", answer)
-        parsed["Body"] = BufferedBody(b"".join(answer.chunks))
+        data = b"".join(answer.chunks)
+        validated = answer.validated_with
+        if validated is None and self._validate:
+            validated = check_body(answer.headers, data, f"GetObject {kwargs['Bucket']}")
+        parsed["Body"] = BufferedBody(data, validated)
         return parsed
 
     def head_object(self, **kwargs: Any) -> dict[str, Any]:
@@ -358,8 +407,9 @@ class CrtS3Client:
         region = self._bucket_regions.get(bucket)
         if region is None and not self._skew:
             return None  # the client's own: its region, signed at the current time
-        return create_default_s3_signing_config(region=region or self._region, credential_provider=self._credentials,
-                                                date=dt.datetime.now(dt.UTC) + self._skew)
+        # create_default_s3_signing_config swallows unknown keywords (a `date` among them): set it on the config.
+        return create_default_s3_signing_config(region=region or self._region, credential_provider=self._credentials
+                                                ).replace(date=dt.datetime.now(dt.UTC) + self._skew)
 
     def _call(self, operation: str, params: dict[str, Any], *, body: Callable[..., Any] | None = None,
               length: int | None = None, want_body: bool = False, limit: int | None = None) -> _Answer:
@@ -395,25 +445,27 @@ class CrtS3Client:
             answer.chunks.append(bytes(chunk))
             answer.last_activity = time.monotonic()
 
-        def on_progress(progress: int, **_: Any) -> None:
-            answer.last_activity = time.monotonic()
-
-        def on_done(error: BaseException | None = None, **_: Any) -> None:
+        def on_done(error: BaseException | None = None, did_validate_checksum: bool = False,
+                    checksum_validation_algorithm: Any = None, **_: Any) -> None:
             if error is not None:
                 failure.append(error)
+            if did_validate_checksum and checksum_validation_algorithm is not None:
+                answer.validated_with = checksum_validation_algorithm.name
             done.release()
 
         checksum = S3ChecksumConfig(validate_response=True) if want_body and self._validate else None
         crt_request = self._crt.make_request(
             type=S3RequestType.DEFAULT, operation_name=operation, request=request,
             signing_config=self._signing_config(bucket), checksum_config=checksum, on_headers=on_headers,
-            on_body=on_body if want_body else None, on_progress=on_progress, on_done=on_done)
+            on_body=on_body if want_body else None, on_done=on_done)
         while not done.acquire(timeout=min(self._read_timeout, 5.0)):
             if time.monotonic() - answer.last_activity > self._read_timeout:
                 crt_request.cancel()
                 done.acquire(timeout=30)  # cancelled: the timeout is the error to report
                 raise ReadTimeoutError(endpoint_url=f"{operation} {bucket}")
         if failure:
+            if answer.body_error is not None:
+                raise answer.body_error
             error = failure[0]
             if isinstance(error, awscrt.exceptions.AwsCrtError) and not isinstance(error, S3ResponseError):
                 raise self._failure(error, operation, bucket) from error

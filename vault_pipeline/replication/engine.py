@@ -109,9 +109,13 @@ class GroupCommitter:
     the copy is adopted (tested by killing a worker there), so it is never copied twice nor lost."""
 
     def __init__(self, store: TrackingStore, owner: str, run_id: str | None, *, max_batch: int = 256,
-                 max_pending: int = 2048, attempts: int = 3) -> None:
+                 max_pending: int = 2048, attempts: int = 3, linger_s: float = 0.05) -> None:
         self.store, self.owner, self.run_id, self.max_batch = store, owner, run_id, max_batch
         self.max_pending, self.attempts = max_pending, attempts
+        # How long the first copy of a group waits for others before the group is written: a fast database
+        # otherwise records copies one or two at a time, and a transaction's fixed cost (five statements and
+        # a commit) then outweighs the copies' own requests. Workers never wait for it.
+        self.linger_s = linger_s
         self._waiting: list[tuple[ClaimedRow, ReplicationOutcome, float, Future[str]]] = []
         self._cv = threading.Condition()
         self._closed = False
@@ -137,7 +141,8 @@ class GroupCommitter:
             if self._closed:
                 raise RuntimeError("the committer is closed")
             self._waiting.append((row, outcome, duration_s, done))
-            self._cv.notify_all()
+            if len(self._waiting) in (1, self.max_batch):  # the committer waits for a first copy or a full group
+                self._cv.notify_all()
         return done
 
     def _run(self) -> None:
@@ -147,6 +152,12 @@ class GroupCommitter:
                     self._cv.wait()
                 if not self._waiting:
                     return
+                gathered = time.monotonic() + self.linger_s
+                while len(self._waiting) < self.max_batch and not self._closed:
+                    left = gathered - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cv.wait(left)
                 batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
                 self._cv.notify_all()  # room for blocked submitters
             copies = [(r, o, d) for r, o, d, _ in batch]

@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -80,8 +81,12 @@ def make_client(site: SiteConfig) -> Any:
 
 
 def proxy_applies(client: Any) -> bool:
-    """Whether boto3 would send this client's requests through a proxy (its config or the environment)."""
-    return bool(client.meta.config.proxies or get_environ_proxies(client.meta.endpoint_url))
+    """Whether boto3 would send this client's requests through a proxy (its config or the environment). As
+    botocore's ProxyConfiguration, only the proxy of the endpoint's scheme counts (HTTP_PROXY is not used for
+    an https:// endpoint)."""
+    url = client.meta.endpoint_url
+    proxies = client.meta.config.proxies or get_environ_proxies(url)
+    return bool(proxies.get(urllib.parse.urlsplit(url).scheme))
 
 
 def ca_verify() -> bool | str:
