@@ -13,15 +13,23 @@ IAM roles) and awscrt signs with them. What is left here is plumbing between the
 `CrtS3Client` wraps a boto3 client: `get_object`, `head_object` and `put_object` of documents, and
 `upload_part_streamed`, go through awscrt; every other call (listing, multipart set-up, retention,
 tagging, presigning), and any call with arguments this path does not handle, goes to boto3 unchanged.
-So do objects larger than `buffer_limit` (they are streamed by boto3, never buffered), buckets whose
-region answers with a redirect (botocore follows it; this path then signs for the bucket's region), and
-every request when a proxy applies to the endpoint (awscrt's S3 client in Python takes no proxy).
+So does the body of an object larger than `buffer_limit` (streamed by boto3, never buffered).
+`s3client.make_client` gives plain boto3 when a proxy applies to the endpoint (awscrt's S3 client in
+Python takes no proxy).
 
-Behaviours that awscrt leaves to the caller and that AWS's other SDKs have:
-* clock skew: an answer `RequestTimeTooSkewed` (the client's clock is more than 15 minutes off) sets an
-  offset from the server's `Date`, and the request is signed again with the corrected time;
+Behaviours that awscrt leaves to the caller, done here as AWS's other SDKs do them:
+* region redirects: an answer 301/307/400 naming another `x-amz-bucket-region` sends the request again
+  signed for that region, to the endpoint botocore's rules give for it, and so are the bucket's next ones;
+* clock skew: `RequestTimeTooSkewed` (or a HEAD's bodiless 403 whose `Date` is far off) sets an offset
+  from the server's `Date` (asked with a HeadBucket when awscrt, after its own retries, kept no answer);
+  from then on requests are signed by awscrt's signer at the corrected time and sent as they are, since
+  awscrt's S3 client signs at its own clock whatever date it is given (botocore has no skew correction);
+* an untrusted certificate fails at once (botocore's SSLError, when the client is made) rather than at
+  the read timeout (see _check_certificate);
 * stalled transfers: a request during which no byte moved for `read_timeout` seconds is cancelled and
-  fails with botocore's ReadTimeoutError.
+  fails with botocore's ReadTimeoutError;
+* GET bodies whose checksum header awscrt did not recognise are checked with botocore's checksum
+  classes (check_body).
 
 Bodies are the object's bytes as stored: awscrt never decodes a `Content-Encoding`.
 """
@@ -31,6 +39,9 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import io
+import logging
+import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -38,7 +49,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import awscrt.exceptions
-from awscrt.auth import AwsCredentialsProvider
+from awscrt.auth import AwsCredentialsProvider, aws_sign_request
 from awscrt.http import HttpHeaders, HttpRequest
 from awscrt.io import ClientBootstrap, ClientTlsContext, DefaultHostResolver, EventLoopGroup, TlsContextOptions
 from awscrt.s3 import (
@@ -54,6 +65,7 @@ from botocore import parsers, serialize, xform_name
 from botocore.awsrequest import HeadersDict
 from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     EndpointConnectionError,
@@ -73,6 +85,7 @@ from botocore.httpchecksum import (
 from botocore.utils import percent_encode_sequence
 from s3transfer.crt import BotocoreCRTCredentialsWrapper
 
+log = logging.getLogger(__name__)
 BUFFERED_GET_LIMIT = 16 * 1024 * 1024  # larger bodies are streamed by boto3, never held in memory
 SKEW_CODES = frozenset({"RequestTimeTooSkewed"})
 REDIRECT_STATUS = frozenset({301, 307, 400})  # 400: AuthorizationHeaderMalformed names the right region
@@ -84,6 +97,9 @@ _CONNECT_ERRORS = frozenset({
 _RETRIES_EXHAUSTED = {"AWS_ERROR_S3_SLOW_DOWN": ("SlowDown", 503),
                       "AWS_ERROR_S3_INTERNAL_ERROR": ("InternalError", 500),
                       "AWS_ERROR_S3_REQUEST_TIME_TOO_SKEWED": ("RequestTimeTooSkewed", 403)}
+# A Date this far from the time the client signs at is a clock skew (S3 refuses beyond 15 minutes; AWS's Java
+# SDK adjusts beyond 4).
+SKEW_LIMIT = dt.timedelta(minutes=5)
 _TIMEOUT_ERRORS = frozenset({"AWS_ERROR_HTTP_RESPONSE_FIRST_BYTE_TIMEOUT", "AWS_ERROR_HTTP_CONNECTION_TIMEOUT"})
 
 
@@ -251,7 +267,7 @@ def crt_credentials(credentials: Any) -> AwsCredentialsProvider:
     return AwsCredentialsProvider.new_static(frozen.access_key, frozen.secret_key, frozen.token)
 
 
-def _tls_options(verify: bool | str) -> Any:
+def _tls_context(verify: bool | str) -> ClientTlsContext:
     options = TlsContextOptions()
     if verify is False:
         options.verify_peer = False
@@ -259,7 +275,29 @@ def _tls_options(verify: bool | str) -> Any:
         from botocore.httpsession import get_cert_path  # the CA bundle boto3 itself uses, unless told another
 
         options.override_default_trust_store_from_path(ca_filepath=get_cert_path(verify))
-    return ClientTlsContext(options).new_connection_options()
+    return ClientTlsContext(options)
+
+
+def _check_certificate(endpoint: urllib.parse.SplitResult, verify: bool | str, timeout: float) -> None:
+    """Fail now, as boto3 would on its first request, when the endpoint's certificate is not trusted. awscrt
+    (0.38.1, s2n) answers a certificate it refuses by holding the connection 10-30 s (s2n's blinding delay
+    against timing attacks) and its S3 client then tries new connections, so a request would only end at the
+    read timeout. One handshake with Python's ssl (OpenSSL, the library boto3 uses) against the same CA
+    bundle says it at once. Any other failure (the endpoint down) is left to the requests themselves."""
+    if verify is False:
+        return
+    from botocore.httpsession import get_cert_path
+
+    context = ssl.create_default_context(cafile=get_cert_path(verify))
+    host = endpoint.hostname or ""
+    try:
+        with socket.create_connection((host, endpoint.port or 443), timeout=timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=host):
+            pass
+    except ssl.SSLError as error:
+        raise SSLError(endpoint_url=endpoint.geturl(), error=error) from None
+    except OSError:
+        log.debug("TLS check of %s did not complete", endpoint.geturl(), exc_info=True)
 
 
 class CrtS3Client:
@@ -294,17 +332,21 @@ class CrtS3Client:
         self._bucket_regions: dict[str, str] = {}  # buckets found in another region through a redirect
         self._regional_clients: dict[str, Any] = {}
         self._skew = dt.timedelta(0)  # server time - local time, once a server said the clock is off
-        scheme = urllib.parse.urlsplit(boto_client.meta.endpoint_url).scheme
+        endpoint = urllib.parse.urlsplit(boto_client.meta.endpoint_url)
         elg = EventLoopGroup(io_threads)
-        self._crt = S3Client(
-            bootstrap=ClientBootstrap(elg, DefaultHostResolver(elg)), region=self._region,
-            signing_config=create_default_s3_signing_config(region=self._region,
-                                                            credential_provider=self._credentials),
-            tls_mode=S3RequestTlsMode.ENABLED if scheme == "https" else S3RequestTlsMode.DISABLED,
-            tls_connection_options=_tls_options(verify) if scheme == "https" else None,
-            connect_timeout_ms=int(connect_timeout * 1000),
-            retry_config=S3RetryConfig(max_retries=max(0, max_attempts - 1)),
-        )
+        tls = _tls_context(verify) if endpoint.scheme == "https" else None
+        self._client_options = {
+            "bootstrap": ClientBootstrap(elg, DefaultHostResolver(elg)), "region": self._region,
+            "tls_mode": S3RequestTlsMode.ENABLED if tls else S3RequestTlsMode.DISABLED,
+            "tls_connection_options": tls.new_connection_options() if tls else None,
+            "connect_timeout_ms": int(connect_timeout * 1000),
+            "retry_config": S3RetryConfig(max_retries=max(0, max_attempts - 1)),
+        }
+        if tls is not None:
+            _check_certificate(endpoint, verify, connect_timeout)
+        self._crt = S3Client(signing_config=create_default_s3_signing_config(
+            region=self._region, credential_provider=self._credentials), **self._client_options)
+        self._presigned_crt: S3Client | None = None  # sends requests signed here (at a corrected clock)
         self._operations = {name: self._model.operation_model(name)
                             for name in ("GetObject", "HeadObject", "PutObject", "UploadPart")}
         # botocore's endpoint rules place the bucket (in the host or the path), and its client takes
@@ -411,6 +453,40 @@ class CrtS3Client:
         return create_default_s3_signing_config(region=region or self._region, credential_provider=self._credentials
                                                 ).replace(date=dt.datetime.now(dt.UTC) + self._skew)
 
+    def _presigned_client(self) -> S3Client:
+        """An awscrt S3 client that sends requests as they are (signed here): awscrt's S3 client signs at its
+        own clock whatever date a signing config gives, so a corrected clock needs awscrt's signer first."""
+        with self._lock:
+            if self._presigned_crt is None:
+                self._presigned_crt = S3Client(**self._client_options)
+            return self._presigned_crt
+
+    def _adopt_clock(self, server_date: str | None) -> bool:
+        """Take the server's clock when its Date is more than SKEW_LIMIT away from this machine's."""
+        if not server_date:
+            return False
+        try:
+            skew = email.utils.parsedate_to_datetime(server_date) - dt.datetime.now(dt.UTC)
+        except (TypeError, ValueError):
+            return False
+        if abs(skew) <= SKEW_LIMIT:
+            return False
+        log.warning("this machine's clock is %.0f s %s the S3 server's: requests are signed at the server's time",
+                    abs(skew.total_seconds()), "behind" if skew > dt.timedelta(0) else "ahead of")
+        self._skew = skew
+        return True
+
+    def _ask_server_clock(self, bucket: str) -> bool:
+        """The server's Date from a HeadBucket (answered, even refused, with the server's time): what awscrt
+        does not keep when it gives up on RequestTimeTooSkewed after its own retries."""
+        try:
+            metadata = self._boto.head_bucket(Bucket=bucket)["ResponseMetadata"]
+        except ClientError as refused:
+            metadata = refused.response.get("ResponseMetadata", {})
+        except BotoCoreError:
+            return False
+        return self._adopt_clock((metadata.get("HTTPHeaders") or {}).get("date"))
+
     def _call(self, operation: str, params: dict[str, Any], *, body: Callable[..., Any] | None = None,
               length: int | None = None, want_body: bool = False, limit: int | None = None) -> _Answer:
         """Send one request and return its answer; sent once more when its error answer taught something
@@ -427,6 +503,11 @@ class CrtS3Client:
                 if attempt == 1 and self._learn_from(error, params["Bucket"]):
                     continue
                 raise self._client_error(operation, error) from None
+            except ClientError as error:  # RequestTimeTooSkewed after awscrt's own retries, without its Date
+                if attempt == 1 and error.response["Error"]["Code"] in SKEW_CODES \
+                        and self._ask_server_clock(params["Bucket"]):
+                    continue
+                raise
         raise AssertionError("unreachable")
 
     def _send(self, operation: str, request: HttpRequest, answer: _Answer, bucket: str, want_body: bool) -> None:
@@ -454,9 +535,12 @@ class CrtS3Client:
             done.release()
 
         checksum = S3ChecksumConfig(validate_response=True) if want_body and self._validate else None
-        crt_request = self._crt.make_request(
+        client, signing = self._crt, self._signing_config(bucket)
+        if self._skew:
+            request, client, signing = aws_sign_request(request, signing).result(), self._presigned_client(), None
+        crt_request = client.make_request(
             type=S3RequestType.DEFAULT, operation_name=operation, request=request,
-            signing_config=self._signing_config(bucket), checksum_config=checksum, on_headers=on_headers,
+            signing_config=signing, checksum_config=checksum, on_headers=on_headers,
             on_body=on_body if want_body else None, on_done=on_done)
         while not done.acquire(timeout=min(self._read_timeout, 5.0)):
             if time.monotonic() - answer.last_activity > self._read_timeout:
@@ -481,12 +565,9 @@ class CrtS3Client:
                 self._bucket_regions[bucket] = region
                 self._endpoints.pop(bucket, None)
             return True
-        code = self._error_code(error)
-        if code in SKEW_CODES and headers.get("date"):
-            server = email.utils.parsedate_to_datetime(headers["date"])
-            self._skew = server - dt.datetime.now(dt.UTC)
-            return True
-        return False
+        # A HEAD's refusal has no body to name RequestTimeTooSkewed: a 403 with a Date far off says it.
+        skewed = self._error_code(error) in SKEW_CODES or (error.status_code == 403 and not error.body)
+        return skewed and self._adopt_clock(headers.get("date"))
 
     def _error_code(self, error: S3ResponseError) -> str:
         parsed = self._parser.parse({"headers": HeadersDict(error.headers or []), "status_code": error.status_code,
