@@ -194,6 +194,8 @@ def test_tests_and_benchmarks_imports_are_declared(directory: str, extras: tuple
     root = REPO / directory
     local = {"vault_pipeline", "vault_pipeline_tests"} | {p.name for p in root.iterdir() if p.is_dir()}
     local |= {p.stem for p in root.glob("*.py")}
+    # The tests of the benchmarks import their harness packages (benchmarks/copybench...), put on sys.path.
+    local |= {p.name for p in (REPO / "benchmarks").iterdir() if (p / "__init__.py").exists()}
     declared = set(by_extra[RUNTIME]).union(*(by_extra[extra] for extra in extras))
     assert undeclared(third_party_imports(sources(root), local), declared, distributions,
                       f"the runtime dependencies or the {' or '.join(extras)} extra") == []

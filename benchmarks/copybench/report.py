@@ -20,7 +20,7 @@ from copybench.workloads import MIB
 
 CONTENDERS = ("vault-pipeline", "rclone", "naive")
 MEDIAN_METRICS = ("objects_per_s", "mib_per_s", "wall_s", "peak_rss_mib", "cpu_s", "cpu_s_per_gib", "tree_cpu_s",
-                  "cpu_ms_per_object", "window_cpu_ms_per_object")
+                  "cpu_ms_per_object", "window_cpu_ms_per_object", "work_cpu_ms_per_object")
 SERVERS = ("hot_s3", "cold_s3", "postgres")  # the `<server>_cpu_s` entries of a run's extra
 S3_SITES = ("hot_s3", "cold_s3")  # the `s3_requests` entries of a run's extra
 
@@ -123,6 +123,8 @@ def vault_phases(runs: list[dict[str, Any]]) -> dict[str, float | None]:
                                            if r["extra"].get("registration_s") is not None]),
         "cold_copies_step_s": _median_or_none([step_total(r, checks=False) for r in runs if r["extra"].get("runs")]),
         "checks_steps_s": _median_or_none([step_total(r, checks=True) for r in runs if r["extra"].get("runs")]),
+        "startup_cpu_s": _median_or_none([r["extra"]["startup_cpu_s"] for r in runs
+                                          if r["extra"].get("startup_cpu_s") is not None]),
     }
 
 
@@ -152,6 +154,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             entry["rss_vs_rclone"] = entry["peak_rss_mib"] / reference["peak_rss_mib"]
         if "cpu_ms_per_object" in entry and reference.get("cpu_ms_per_object"):
             entry["cpu_per_object_vs_rclone"] = entry["cpu_ms_per_object"] / reference["cpu_ms_per_object"]
+        if entry.get("work_cpu_ms_per_object") and reference.get("work_cpu_ms_per_object"):
+            entry["work_cpu_per_object_vs_rclone"] = (entry["work_cpu_ms_per_object"]
+                                                      / reference["work_cpu_ms_per_object"])
         if "objects_per_s" in entry and naive.get("objects_per_s"):
             entry["throughput_vs_naive"] = entry["objects_per_s"] / naive["objects_per_s"]
     return summary
@@ -203,19 +208,22 @@ def workload_table(name: str, workload: dict[str, Any]) -> list[str]:
     lines = [f"### {name}: {workload['description']} ({workload['objects']:,} objects, "
              f"{workload['bytes'] / MIB:,.0f} MiB)", "",
              "| contender | objects/s | MiB/s | wall (s) | peak RSS (MiB) | CPU s/GiB | CPU ms/object "
-             "| copy-window CPU ms/object | servers CPU (s) | throughput vs rclone | throughput vs naive "
-             "| CPU/object vs rclone | RSS vs rclone | complete runs |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| copy-window CPU ms/object | work CPU ms/object | servers CPU (s) | throughput vs rclone "
+             "| throughput vs naive | CPU/object vs rclone | work CPU/object vs rclone | RSS vs rclone "
+             "| complete runs |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for contender, s in workload["summary"].items():
         if "skipped" in s:
-            lines.append(f"| {contender} | {s['skipped']} |{' |' * 11} 0/{s['runs']} |")
+            lines.append(f"| {contender} | {s['skipped']} |{' |' * 13} 0/{s['runs']} |")
             continue
         lines.append(
             f"| {contender} | {_number(s['objects_per_s'])} | {_number(s['mib_per_s'])} | {_number(s['wall_s'], 2)} | "
             f"{_number(s['peak_rss_mib'], 0)} | {_number(s['cpu_s_per_gib'], 1)} | "
             f"{_number(s.get('cpu_ms_per_object'), 2)} | {_number(s.get('window_cpu_ms_per_object'), 2)} | "
+            f"{_number(s.get('work_cpu_ms_per_object'), 2)} | "
             f"{_number(s['servers_cpu_s'], 1)} | {_number(s.get('throughput_vs_rclone'), 2)} | "
             f"{_number(s.get('throughput_vs_naive'), 2)} | {_number(s.get('cpu_per_object_vs_rclone'), 2)} | "
+            f"{_number(s.get('work_cpu_per_object_vs_rclone'), 2)} | "
             f"{_number(s.get('rss_vs_rclone'), 2)} | {s['complete_runs']}/{s['runs']} |")
     lines += ["", *cost_table(workload)]
     vault = workload["summary"].get("vault-pipeline", {})
@@ -223,7 +231,9 @@ def workload_table(name: str, workload: dict[str, Any]) -> list[str]:
         lines += ["", f"vault-pipeline: registration (sensor sweep, not in the wall time) "
                       f"{vault['registration_s']:.2f} s; in the wall time, step cold_copies "
                       f"{_number(vault.get('cold_copies_step_s'), 2)} s and the cold_copies checks "
-                      f"{_number(vault.get('checks_steps_s'), 2)} s."]
+                      f"{_number(vault.get('checks_steps_s'), 2)} s. Start-up (interpreter, imports, Dagster "
+                      f"instance), in the whole-life CPU but not in the work CPU: "
+                      f"{_number(vault.get('startup_cpu_s'), 2)} CPU s."]
     problems = [f"- {r['contender']} run {r['run']}: {r['error']}" for r in workload["runs"] if r.get("error")]
     if problems:
         lines += ["", "Incomplete or failed runs:", *problems]

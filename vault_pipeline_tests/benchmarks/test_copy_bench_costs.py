@@ -62,7 +62,8 @@ def test_per_object_costs_and_tables() -> None:
         return {"contender": contender, "run": 1, "complete": True, "objects": objects, "bytes": objects * 65536,
                 "objects_per_s": objects / 2, "mib_per_s": 1.0, "wall_s": 2.0, "peak_rss_mib": 100.0, "cpu_s": cpu,
                 "cpu_s_per_gib": 1.0, "tree_cpu_s": cpu, "cpu_ms_per_object": 1000 * cpu / objects,
-                "window_cpu_ms_per_object": 1000 * cpu / objects, "check": {},
+                "window_cpu_ms_per_object": 1000 * cpu / objects, "work_cpu_ms_per_object": 1000 * cpu / objects,
+                "check": {},
                 "extra": {"hot_s3_cpu_s": 0.01, "cold_s3_cpu_s": 0.04, "postgres_cpu_s": 0.0, "process_cpu_s": 9.0,
                           "s3_requests": {"hot_s3": {"GET": 10, "LIST": 1},
                                           "cold_s3": {"PUT": 10, "GET": 10, "errors": 10}}}}
