@@ -38,7 +38,8 @@ from vault_pipeline.settings import VaultSettings, load_settings
 
 def optional_secret(name: str) -> EnvVar | str:
     """An optional secret: read from the environment by Dagster (EnvVar) when set, so that the UI shows
-    only its name; empty when unset."""
+    only its name; empty when unset (a site without keys signs with the AWS credential chain: instance or
+    container role, profile, AWS_ACCESS_KEY_ID...)."""
     return EnvVar(name) if os.environ.get(name) else ""
 
 
@@ -48,7 +49,8 @@ def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = No
     return {
         "hot_site": S3SiteResource(
             site_name="hot", endpoint_url=EnvVar("OVH_S3_ENDPOINT"), region=settings.hot_region,
-            access_key_id=EnvVar("OVH_S3_ACCESS_KEY_ID"), secret_access_key=EnvVar("OVH_S3_SECRET_ACCESS_KEY"),
+            access_key_id=optional_secret("OVH_S3_ACCESS_KEY_ID"),
+            secret_access_key=optional_secret("OVH_S3_SECRET_ACCESS_KEY"),
             bucket=EnvVar("OVH_S3_BUCKET_DOCUMENTS"), addressing_style=settings.hot_addressing_style,
             request_checksum_calculation=settings.hot_request_checksum_calculation,
             response_checksum_validation=settings.hot_response_checksum_validation, max_pool_connections=pool,
@@ -56,7 +58,8 @@ def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = No
         ),
         "cold_site": ColdSiteResource(
             site_name="cold", endpoint_url=EnvVar("AWS_S3_ENDPOINT"), region=settings.cold_region,
-            access_key_id=EnvVar("AWS_S3_ACCESS_KEY_ID"), secret_access_key=EnvVar("AWS_S3_SECRET_ACCESS_KEY"),
+            access_key_id=optional_secret("AWS_S3_ACCESS_KEY_ID"),
+            secret_access_key=optional_secret("AWS_S3_SECRET_ACCESS_KEY"),
             bucket=EnvVar("AWS_S3_BUCKET_DOCUMENTS_COLD"), addressing_style=settings.cold_addressing_style,
             request_checksum_calculation=settings.cold_request_checksum_calculation,
             response_checksum_validation=settings.cold_response_checksum_validation, max_pool_connections=pool,

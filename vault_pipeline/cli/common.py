@@ -51,10 +51,11 @@ def cold_client_from_env(why: str) -> tuple[Any, str, Any]:
     from vault_pipeline.settings import load_settings
 
     settings, _ = load_settings()
-    env = require_env("AWS_S3_BUCKET_DOCUMENTS_COLD", "AWS_S3_ACCESS_KEY_ID", "AWS_S3_SECRET_ACCESS_KEY", why=why)
+    env = require_env("AWS_S3_BUCKET_DOCUMENTS_COLD", why=why)
     site = SiteConfig(
         name="cold", endpoint_url=os.environ.get("AWS_S3_ENDPOINT", "").strip() or None, region=settings.cold_region,
-        access_key_id=env["AWS_S3_ACCESS_KEY_ID"], secret_access_key=env["AWS_S3_SECRET_ACCESS_KEY"],
+        access_key_id=os.environ.get("AWS_S3_ACCESS_KEY_ID", ""),
+        secret_access_key=os.environ.get("AWS_S3_SECRET_ACCESS_KEY", ""),
         bucket=env["AWS_S3_BUCKET_DOCUMENTS_COLD"], addressing_style=settings.cold_addressing_style,
         request_checksum_calculation=settings.cold_request_checksum_calculation,
         response_checksum_validation=settings.cold_response_checksum_validation, max_pool_connections=8,

@@ -133,14 +133,17 @@ class ObjectCopier:
         options: CopyOptions,
     ) -> None:
         self.hot, self.hot_bucket = hot, hot_bucket
+        # Reads that may be large (the hash pass, ranged parts) go to a client that streams bodies: the fast
+        # path's `streaming` (its boto3 client) when the hot client has one.
+        self._stream = getattr(hot, "streaming", hot)
         self.cold, self.cold_bucket = cold, cold_bucket
         self.policy = policy
         self.options = options
         self._conditional = options.conditional_writes  # turned off for good if the server lacks it
 
     # -- entry point ------------------------------------------------------------------------------
-    def replicate(self, key: str, *, listed_size: int, on_upload: UploadHook | None = None,
-                  first_copy: bool = False, fence: Fence | None = None,
+    def replicate(self, key: str, *, listed_size: int, listed_etag: str | None = None,
+                  on_upload: UploadHook | None = None, first_copy: bool = False, fence: Fence | None = None,
                   live_uploads: LiveUploads | None = None) -> ReplicationOutcome:
         """Copy `key` (or recognise an existing verified copy of the same source) and verify it.
 
@@ -153,7 +156,7 @@ class ObjectCopier:
             raise CopyError(f"key {key!r} is under a prefix reserved on the cold site for the pipeline's own "
                             f"records {self.options.reserved_prefixes}: rename it on the hot site", retryable=False)
         if listed_size <= self.options.multipart_threshold:
-            source, body = self._read_small(key)
+            source, body = self._read_small(key, listed_etag)
             if source.size > self.options.multipart_threshold:  # grew since it was listed
                 return self.replicate(key, listed_size=source.size, on_upload=on_upload, first_copy=first_copy,
                                       fence=fence, live_uploads=live_uploads)
@@ -228,9 +231,12 @@ class ObjectCopier:
                              f"version hashed, ETag {source.etag!r}, is no longer current; copied again next attempt)")
         return wrap_hot(f"{what} of hot object {source.key!r}", source.key, exc)
 
-    def _read_small(self, key: str) -> tuple[SourceObject, bytes]:
+    def _read_small(self, key: str, listed_etag: str | None = None) -> tuple[SourceObject, bytes]:
+        """A document listed small, read whole. Pinned to the listed ETag: the hot client may receive a body
+        whole before handing it over (the fast path does), so a document replaced since its listing, maybe by
+        a large one, is refused (412) and read again as it is now, streamed."""
         try:
-            response = self.hot.get_object(Bucket=self.hot_bucket, Key=key)
+            response = self._get_small(key, listed_etag)
             source = self._source_from(key, response)
             if source.size > self.options.multipart_threshold:
                 response["Body"].close()
@@ -241,6 +247,15 @@ class ObjectCopier:
         if len(body) != source.size:
             raise CopyError(f"GET hot object {key!r} returned {len(body)} bytes, expected {source.size}")
         return source, body
+
+    def _get_small(self, key: str, listed_etag: str | None) -> dict[str, Any]:
+        if listed_etag is not None:
+            try:
+                return self.hot.get_object(Bucket=self.hot_bucket, Key=key, IfMatch=f'"{listed_etag}"')
+            except ClientError as exc:
+                if not condition_refused(exc):
+                    raise
+        return self._stream.get_object(Bucket=self.hot_bucket, Key=key)
 
     def _head_source(self, key: str) -> SourceObject:
         try:
@@ -257,7 +272,7 @@ class ObjectCopier:
         parts = PartHasher(part_size)
         total = 0
         try:
-            response = self.hot.get_object(Bucket=self.hot_bucket, Key=source.key, **self._pinned(source))
+            response = self._stream.get_object(Bucket=self.hot_bucket, Key=source.key, **self._pinned(source))
             self._same_version(source, response, "GET (hash pass)")
             for chunk in response["Body"].iter_chunks(READ_CHUNK):
                 total += len(chunk)
@@ -481,7 +496,7 @@ class ObjectCopier:
         """A part of the source, streamed from a ranged GET pinned to the hashed version (_pinned)."""
         what = f"ranged GET (bytes {start}+{length})"
         try:
-            response = self.hot.get_object(
+            response = self._stream.get_object(
                 Bucket=self.hot_bucket, Key=source.key, Range=f"bytes={start}-{start + length - 1}",
                 **self._pinned(source),
             )

@@ -13,7 +13,9 @@ IAM roles) and awscrt signs with them. What is left here is plumbing between the
 `CrtS3Client` wraps a boto3 client: `get_object`, `head_object` and `put_object` of documents, and
 `upload_part_streamed`, go through awscrt; every other call (listing, multipart set-up, retention,
 tagging, presigning), and any call with arguments this path does not handle, goes to boto3 unchanged.
-So does the body of an object larger than `buffer_limit` (streamed by boto3, never buffered).
+awscrt receives a GetObject's body whole, so get_object is for documents known to be small (the copier
+pins them to their listed ETag); reads that may be large (hash pass, parts, restores) use `streaming`,
+the boto3 client.
 `s3client.make_client` gives plain boto3 when a proxy applies to the endpoint (awscrt's S3 client in
 Python takes no proxy).
 
@@ -154,7 +156,7 @@ class _Answer:
     def __init__(self, limit: int | None) -> None:
         self.status = 0
         self.headers: list[tuple[str, str]] = []
-        self.chunks: list[bytes] = []
+        self.chunks: list[tuple[int, bytes]] = []  # (offset, bytes): parts of a GET may come in any order
         self.last_activity = time.monotonic()
         self.limit = limit
         self.body_error: BaseException | None = None  # what reading the request body raised (awscrt keeps no trace)
@@ -358,11 +360,20 @@ class CrtS3Client:
             if "{Bucket}" in self._operations[name].http["requestUri"]:
                 raise RuntimeError(f"botocore left the bucket in the path of {name}: this client needs updating")
 
+    @property
+    def streaming(self) -> Any:
+        """The boto3 client, for reads that may be large: get_object here receives a body whole."""
+        return self._boto
+
     def __getattr__(self, name: str) -> Any:  # list_objects_v2, create_multipart_upload, get_paginator...
         return getattr(self._boto, name)
 
     # -- the requests ----------------------------------------------------------------------------------
     def get_object(self, **kwargs: Any) -> dict[str, Any]:
+        """boto3's get_object for documents known to be small (at most `buffer_limit`, pinned to a version
+        or ETag): awscrt receives a GetObject's body whole before it hands it over and cannot stop it once
+        started, so a larger answer costs its size in memory (it is then read again, streamed, by boto3).
+        Reads that may be large go through `streaming`."""
         if not kwargs.keys() <= self._GET_ARGS:
             return self._boto.get_object(**kwargs)
         params = dict(kwargs)
@@ -377,7 +388,7 @@ class CrtS3Client:
             parsed["Body"] = DeferredBody(lambda: self._boto.get_object(**pinned)["Body"])
             return parsed
         parsed = self._parse("GetObject", answer)
-        data = b"".join(answer.chunks)
+        data = b"".join(chunk for _, chunk in sorted(answer.chunks, key=lambda item: item[0]))
         validated = answer.validated_with
         if validated is None and self._validate:
             validated = check_body(answer.headers, data, f"GetObject {kwargs['Bucket']}")
@@ -515,15 +526,23 @@ class CrtS3Client:
         done.acquire()
         failure: list[BaseException] = []
 
+        holder: list[Any] = [None]  # the request, once make_request returned it
+
         def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
             answer.status, answer.headers, answer.last_activity = status_code, headers, time.monotonic()
             if answer.limit is not None and status_code < 300:
                 size = next((int(v) for k, v in headers if k.lower() == "content-length"), 0)
                 if size > answer.limit:
-                    raise _TooLarge(answer)
+                    # Not kept, and cancelled. awscrt cannot stop a response once it has started: failing this
+                    # callback makes it read the rest of the body into memory (measured: +250 MiB for a 200 MiB
+                    # object), so the callback succeeds and on_body drops what still arrives.
+                    answer.body_error = _TooLarge(answer)
+                    if holder[0] is not None:
+                        holder[0].cancel()
 
         def on_body(chunk: Any, offset: int, **_: Any) -> None:
-            answer.chunks.append(bytes(chunk))
+            if answer.body_error is None:
+                answer.chunks.append((offset, bytes(chunk)))
             answer.last_activity = time.monotonic()
 
         def on_done(error: BaseException | None = None, did_validate_checksum: bool = False,
@@ -542,6 +561,7 @@ class CrtS3Client:
             type=S3RequestType.DEFAULT, operation_name=operation, request=request,
             signing_config=signing, checksum_config=checksum, on_headers=on_headers,
             on_body=on_body if want_body else None, on_done=on_done)
+        holder[0] = crt_request
         while not done.acquire(timeout=min(self._read_timeout, 5.0)):
             if time.monotonic() - answer.last_activity > self._read_timeout:
                 crt_request.cancel()

@@ -242,7 +242,7 @@ def replicate_days(
         for attempt in range(1, settings.max_attempts + 1):
             try:
                 outcome = copier.replicate(
-                    row.s3_key, listed_size=row.ovh_size, on_upload=on_upload,
+                    row.s3_key, listed_size=row.ovh_size, listed_etag=row.ovh_etag, on_upload=on_upload,
                     first_copy=row.aws_version_id is None, fence=fence,
                     live_uploads=lambda: store.live_uploads(copier.cold_bucket, row.s3_key, row.id),
                 )

@@ -62,6 +62,10 @@ def shared_client(site: SiteConfig) -> Any:
 
 
 def make_client(site: SiteConfig) -> Any:
+    if bool(site.access_key_id) != bool(site.secret_access_key):
+        raise ValueError(f"{site.describe()}: an access key id without its secret access key, or the reverse: set "
+                         "both, or neither to sign with the AWS credential chain (instance or container role, "
+                         "profile, AWS_ACCESS_KEY_ID...)")
     boto_client = _boto_client(site, site.region)
     if not site.fast_path:
         return boto_client

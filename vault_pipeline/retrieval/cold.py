@@ -114,7 +114,7 @@ def stream_version(client: Any, bucket: str, key: str, version_id: str, *, chunk
     kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "VersionId": version_id}
     if offset:
         kwargs["Range"] = f"bytes={offset}-"
-    response = client.get_object(**kwargs)
+    response = getattr(client, "streaming", client).get_object(**kwargs)  # never buffered whole
     body = response["Body"]
     size = 0
     try:

@@ -243,3 +243,22 @@ def test_a_body_that_does_not_match_its_checksum_is_refused(faulty: str) -> None
 def test_an_unreachable_endpoint_is_a_connection_error() -> None:
     with pytest.raises(EndpointConnectionError):
         faulty_client("http://127.0.0.1:9", max_attempts=1).head_object(Bucket="b", Key="k")
+
+
+def test_a_site_without_keys_signs_with_the_aws_credential_chain(hot_site: Any,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """No OVH_S3_/AWS_S3_ keys: the site signs with botocore's credential chain (here its environment
+    provider; on AWS an instance or container role), on the fast path too. SeaweedFS checks the signatures."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", hot_site.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", hot_site.secret_key)
+    client = make_client(SiteConfig("hot", hot_site.endpoint_url, "us-east-1", "", "", "unused"))
+    assert isinstance(client, CrtS3Client)
+    bucket = unique("crt-chain")
+    ensure_bucket(client, bucket, object_lock=False)
+    client.put_object(Bucket=bucket, Key="k", Body=b"chain", ChecksumSHA256=sha256_b64(b"chain"))
+    assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == b"chain"
+
+
+def test_a_key_without_its_secret_is_a_configuration_error() -> None:
+    with pytest.raises(ValueError, match="access key id without its secret access key"):
+        make_client(SiteConfig("cold", "http://127.0.0.1:9", "us-east-1", "AKID", "", "b"))
