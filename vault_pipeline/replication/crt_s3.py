@@ -562,14 +562,19 @@ class CrtS3Client:
             signing_config=signing, checksum_config=checksum, on_headers=on_headers,
             on_body=on_body if want_body else None, on_done=on_done)
         holder[0] = crt_request
-        while not done.acquire(timeout=min(self._read_timeout, 5.0)):
-            if time.monotonic() - answer.last_activity > self._read_timeout:
-                crt_request.cancel()
-                done.acquire(timeout=30)  # cancelled: the timeout is the error to report
-                raise ReadTimeoutError(endpoint_url=f"{operation} {bucket}")
+        try:
+            while not done.acquire(timeout=min(self._read_timeout, 5.0)):
+                if time.monotonic() - answer.last_activity > self._read_timeout:
+                    crt_request.cancel()
+                    done.acquire(timeout=30)  # cancelled: the timeout is the error to report
+                    raise ReadTimeoutError(endpoint_url=f"{operation} {bucket}")
+        finally:
+            # The request refers to its callbacks and they to it: break the cycle, or each request's native
+            # buffers wait for Python's cyclic collector (measured on W1: +100 MiB RSS, +10% CPU).
+            holder[0] = None
+        if answer.body_error is not None:  # a callback's own error (a body too large, a part's source failing)
+            raise answer.body_error
         if failure:
-            if answer.body_error is not None:
-                raise answer.body_error
             error = failure[0]
             if isinstance(error, awscrt.exceptions.AwsCrtError) and not isinstance(error, S3ResponseError):
                 raise self._failure(error, operation, bucket) from error
