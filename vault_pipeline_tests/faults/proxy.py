@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from vault_pipeline_tests.loop_thread import LoopThreadServer
+
 KINDS = ("error500", "slowdown", "reset_request", "reset_response", "truncate", "stall")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
               "expect"}
@@ -85,7 +87,7 @@ class Injected:
     at: float
 
 
-class FaultProxy:
+class FaultProxy(LoopThreadServer):
     def __init__(self, upstream: str, name: str = "s3", seed: int = 0, host: str = "127.0.0.1") -> None:
         self.upstream = upstream.rstrip("/")
         self.name = name
@@ -95,8 +97,7 @@ class FaultProxy:
         self.requests = 0
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self.thread_name = f"fault-proxy-{name}"
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -140,44 +141,6 @@ class FaultProxy:
         return None
 
     # ---- lifecycle ----------------------------------------------------------------------------------
-    def start(self) -> FaultProxy:
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._start_server())
-            except BaseException as exc:  # reported to start()
-                errors.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._stop_server())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name=f"fault-proxy-{self.name}", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if errors:
-            raise errors[0]
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(30)
-            self._loop = self._thread = None
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     async def _start_server(self) -> None:
         self._session = aiohttp.ClientSession(
             auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import http.client
 import http.server
@@ -34,6 +33,8 @@ from botocore.auth import SIGV4_TIMESTAMP, S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
+
+from vault_pipeline_tests.loop_thread import LoopThreadServer
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
               "expect"}
@@ -111,7 +112,7 @@ def botocore_authorization(seen: Seen, access_key: str, secret_key: str, token: 
     return str(request.headers["Authorization"])
 
 
-class S3Front:
+class S3Front(LoopThreadServer):
     """A recording front on 127.0.0.1 (see the module docstring). `url` names it by `host_name`, which
     must resolve to 127.0.0.1 (and match the TLS certificate when `ssl_context` is given)."""
 
@@ -126,52 +127,14 @@ class S3Front:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self.thread_name = "s3-front"
+        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
         return f"{'https' if self.ssl_context else 'http'}://{self.host_name}:{self.port}"
 
-    def start(self) -> S3Front:
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        def serve() -> None:
-            loop = self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            try:
-                runner = loop.run_until_complete(self._start())
-            except BaseException as exc:  # reported to start()
-                errors.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.run_until_complete(self._session.close())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="s3-front", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if errors:
-            raise errors[0]
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(30)
-            self._loop = self._thread = None
-
-    def __enter__(self) -> S3Front:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def _start(self) -> web.AppRunner:
+    async def _start_server(self) -> None:
         self._session = aiohttp.ClientSession(
             auto_decompress=False, timeout=aiohttp.ClientTimeout(total=60),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"))
@@ -180,7 +143,12 @@ class S3Front:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1, auto_decompress=False)
         await runner.setup()
         await web.SockSite(runner, self._sock, ssl_context=self.ssl_context).start()
-        return runner
+        self._runner = runner
+
+    async def _stop_server(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self._session.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()

@@ -11,7 +11,6 @@ import datetime as dt
 import gzip
 import hashlib
 import http.server
-import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +22,7 @@ from vault_pipeline.devstack.buckets import ensure_bucket
 from vault_pipeline.replication.crt_s3 import CrtS3Client
 from vault_pipeline.replication.s3client import SiteConfig, make_client
 from vault_pipeline_tests.conftest import unique
+from vault_pipeline_tests.loop_thread import serve_http
 
 ODD_KEYS = [
     "plain/document.pdf",
@@ -197,12 +197,9 @@ class FaultyS3(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def faulty() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FaultyS3)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     FaultyS3.script, FaultyS3.seen = [], []
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve_http(FaultyS3) as url:
+        yield url
 
 
 def faulty_client(endpoint: str, **config: Any) -> CrtS3Client:

@@ -20,7 +20,6 @@ import gzip
 import hashlib
 import http.server
 import os
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +38,7 @@ from vault_pipeline.devstack.buckets import ensure_bucket
 from vault_pipeline.replication.crt_s3 import BufferedBody, CrtS3Client
 from vault_pipeline.replication.s3client import SiteConfig, make_client
 from vault_pipeline_tests.conftest import unique
+from vault_pipeline_tests.loop_thread import serve_http
 
 # botocore's own implementations (CRC32 in pure Python, CRC32C and CRC64NVME through awscrt): the expected
 # values never come from the code under test.
@@ -177,13 +177,9 @@ class ScriptedS3(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def scripted() -> Iterator[CrtS3Client]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ScriptedS3)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     ScriptedS3.script = []
-    yield client_for(f"http://127.0.0.1:{server.server_address[1]}", "AKIDEXAMPLE", "secret", "eu-west-3")
-    server.shutdown()
-    server.server_close()
+    with serve_http(ScriptedS3) as url:
+        yield client_for(url, "AKIDEXAMPLE", "secret", "eu-west-3")
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
