@@ -28,8 +28,8 @@ Behaviours that awscrt leaves to the caller, done here as AWS's other SDKs do th
   awscrt's S3 client signs at its own clock whatever date it is given (botocore has no skew correction);
 * an untrusted certificate fails at once (botocore's SSLError, when the client is made) rather than at
   the read timeout (see _check_certificate);
-* stalled transfers: a request during which no byte moved for `read_timeout` seconds is cancelled and
-  fails with botocore's ReadTimeoutError;
+* stalled transfers: a request during which no byte moved for as long as all its attempts may take
+  (`read_timeout` each, plus back-off: boto3's worst case) is cancelled, botocore's ReadTimeoutError;
 * GET bodies whose checksum header awscrt did not recognise are checked with botocore's checksum
   classes (check_body).
 
@@ -89,6 +89,7 @@ from s3transfer.crt import BotocoreCRTCredentialsWrapper
 
 log = logging.getLogger(__name__)
 BUFFERED_GET_LIMIT = 16 * 1024 * 1024  # larger bodies are streamed by boto3, never held in memory
+MAX_BACKOFF_S = 20.0  # awscrt's S3 client default (S3RetryConfig.max_backoff_secs)
 SKEW_CODES = frozenset({"RequestTimeTooSkewed"})
 REDIRECT_STATUS = frozenset({301, 307, 400})  # 400: AuthorizationHeaderMalformed names the right region
 _CONNECT_ERRORS = frozenset({
@@ -327,6 +328,11 @@ class CrtS3Client:
         self._validate = validate_responses
         self._buffer_limit = buffer_limit
         self._read_timeout = read_timeout
+        # awscrt retries throttling, 5xx and broken connections itself, with no callback in between: a request
+        # is only stalled when no byte moved for as long as all its attempts and their back-off may take
+        # (boto3's own worst case: the read timeout per attempt, plus its back-off).
+        self._stall_limit = read_timeout * max(1, max_attempts) + sum(
+            min(MAX_BACKOFF_S, 0.5 * 2 ** attempt) for attempt in range(max(1, max_attempts)))
         self._make_regional_client = make_regional_client
         self._credentials = crt_credentials(credentials)
         self._lock = threading.Lock()
@@ -564,7 +570,7 @@ class CrtS3Client:
         holder[0] = crt_request
         try:
             while not done.acquire(timeout=min(self._read_timeout, 5.0)):
-                if time.monotonic() - answer.last_activity > self._read_timeout:
+                if time.monotonic() - answer.last_activity > self._stall_limit:
                     crt_request.cancel()
                     done.acquire(timeout=30)  # cancelled: the timeout is the error to report
                     raise ReadTimeoutError(endpoint_url=f"{operation} {bucket}")
