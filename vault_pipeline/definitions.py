@@ -55,6 +55,7 @@ def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = No
             request_checksum_calculation=settings.hot_request_checksum_calculation,
             response_checksum_validation=settings.hot_response_checksum_validation, max_pool_connections=pool,
             fast_path=settings.hot_fast_path, session_token=optional_secret("OVH_S3_SESSION_TOKEN"),
+            connect_timeout=settings.s3_connect_timeout_seconds, read_timeout=settings.s3_read_timeout_seconds,
         ),
         "cold_site": ColdSiteResource(
             site_name="cold", endpoint_url=EnvVar("AWS_S3_ENDPOINT"), region=settings.cold_region,
@@ -65,6 +66,7 @@ def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = No
             response_checksum_validation=settings.cold_response_checksum_validation, max_pool_connections=pool,
             storage_class=settings.cold_storage_class, fast_path=settings.cold_fast_path,
             session_token=optional_secret("AWS_S3_SESSION_TOKEN"),
+            connect_timeout=settings.s3_connect_timeout_seconds, read_timeout=settings.s3_read_timeout_seconds,
         ),
         "tracking_db": TrackingDatabaseResource(dsn=EnvVar("VAULT_DATABASE_URL")),
         "replication": ReplicationSettingsResource(

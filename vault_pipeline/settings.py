@@ -48,6 +48,10 @@ class VaultSettings(BaseSettings):
         "when_supported", alias="AWS_S3_RESPONSE_CHECKSUM_VALIDATION")
     cold_fast_path: bool = Field(True, validation_alias=AliasChoices("AWS_S3_FAST_PATH", "AWS_S3_LEAN_CLIENT"))
     cold_storage_class: str = Field("DEEP_ARCHIVE", alias="VAULT_COLD_STORAGE_CLASS")
+    # Both sites' S3 clients (boto3 and the fast path): seconds to connect, and seconds without a byte before
+    # an attempt is given up (the fast path, whose retries are native, waits that long per attempt).
+    s3_connect_timeout_seconds: float = Field(10.0, gt=0, le=300, alias="VAULT_S3_CONNECT_TIMEOUT_SECONDS")
+    s3_read_timeout_seconds: float = Field(120.0, gt=0, le=3600, alias="VAULT_S3_READ_TIMEOUT_SECONDS")
 
     concurrency: int = Field(8, ge=1, le=256, alias="REPLICATION_CONCURRENCY")
     max_attempts: int = Field(3, ge=1, le=20, alias="VAULT_MAX_ATTEMPTS")

@@ -92,3 +92,37 @@ def test_defaults_are_declared_once_in_settings() -> None:
                         if not field.is_required() and name not in optional
                         and not name.startswith("_")]
         assert with_default == [], f"{resource.__name__} declares defaults of its own: {with_default}"
+
+
+def test_the_s3_timeouts_reach_both_clients_of_both_sites(monkeypatch: pytest.MonkeyPatch) -> None:
+    """VAULT_S3_*_TIMEOUT_SECONDS configure boto3 (every call) and the fast path (its stall limit) of each
+    site; unset, SiteConfig's defaults are VaultSettings' own."""
+    from vault_pipeline.definitions import build_resources
+    from vault_pipeline.replication.crt_s3 import CrtS3Client
+    from vault_pipeline.replication.s3client import SiteConfig, make_client
+    from vault_pipeline.settings import load_settings, setting_default
+
+    assert (SiteConfig("x", None, "r", "", "", "b").connect_timeout,
+            SiteConfig("x", None, "r", "", "", "b").read_timeout) == (
+        setting_default("s3_connect_timeout_seconds"), setting_default("s3_read_timeout_seconds"))
+    monkeypatch.setenv("VAULT_S3_CONNECT_TIMEOUT_SECONDS", "3.5")
+    monkeypatch.setenv("VAULT_S3_READ_TIMEOUT_SECONDS", "7")
+    for name in ("OVH_S3", "AWS_S3"):
+        monkeypatch.setenv(f"{name}_ENDPOINT", "http://127.0.0.1:9")
+        monkeypatch.setenv(f"{name}_ACCESS_KEY_ID", "AKID")
+        monkeypatch.setenv(f"{name}_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("OVH_S3_BUCKET_DOCUMENTS", "hot")
+    monkeypatch.setenv("AWS_S3_BUCKET_DOCUMENTS_COLD", "cold")
+    settings, _ = load_settings()
+    resources = build_resources(settings)
+    for site in ("hot_site", "cold_site"):
+        resource = resources[site]
+        assert (resource.connect_timeout, resource.read_timeout) == (3.5, 7.0)  # type: ignore[attr-defined]
+    client = make_client(SiteConfig("cold", "http://127.0.0.1:9", "us-east-1", "AKID", "secret", "cold",
+                                    connect_timeout=3.5, read_timeout=7.0))
+    assert isinstance(client, CrtS3Client)
+    assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (3.5, 7.0)
+    assert client._read_timeout == 7.0
+    with pytest.raises(ConfigurationError, match="VAULT_S3_READ_TIMEOUT_SECONDS"):
+        monkeypatch.setenv("VAULT_S3_READ_TIMEOUT_SECONDS", "0")
+        load_settings()

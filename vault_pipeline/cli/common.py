@@ -60,5 +60,6 @@ def cold_client_from_env(why: str) -> tuple[Any, str, Any]:
         request_checksum_calculation=settings.cold_request_checksum_calculation,
         response_checksum_validation=settings.cold_response_checksum_validation, max_pool_connections=8,
         fast_path=settings.cold_fast_path, session_token=os.environ.get("AWS_S3_SESSION_TOKEN", ""),
+        connect_timeout=settings.s3_connect_timeout_seconds, read_timeout=settings.s3_read_timeout_seconds,
     )
     return make_client(site), site.bucket, settings

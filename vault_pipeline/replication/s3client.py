@@ -23,6 +23,7 @@ from botocore.exceptions import NoCredentialsError
 from botocore.utils import get_environ_proxies
 
 from vault_pipeline.replication.crt_s3 import CrtS3Client, parse_timestamp
+from vault_pipeline.settings import setting_default
 
 log = logging.getLogger(__name__)
 ChecksumWhen = Literal["when_supported", "when_required"]
@@ -41,8 +42,8 @@ class SiteConfig:
     request_checksum_calculation: ChecksumWhen = "when_supported"
     response_checksum_validation: ChecksumWhen = "when_supported"
     max_pool_connections: int = 64
-    connect_timeout: float = 10.0
-    read_timeout: float = 120.0
+    connect_timeout: float = setting_default("s3_connect_timeout_seconds")
+    read_timeout: float = setting_default("s3_read_timeout_seconds")
     max_attempts: int = 4  # botocore "standard" retries: throttling, 5xx, connection errors
     # GET, PUT, HEAD and UploadPart of documents on awscrt (crt_s3.py) instead of botocore: a third of the CPU.
     fast_path: bool = True

@@ -29,6 +29,8 @@ class S3SiteResource(ConfigurableResource):
     request_checksum_calculation: str
     response_checksum_validation: str
     max_pool_connections: int
+    connect_timeout: float
+    read_timeout: float
     fast_path: bool  # documents' GET/PUT/HEAD/UploadPart on awscrt (replication/crt_s3.py), the rest on boto3
     session_token: str = ""  # temporary credentials (STS), from the environment like the keys
 
@@ -42,6 +44,7 @@ class S3SiteResource(ConfigurableResource):
             request_checksum_calculation=self.request_checksum_calculation,  # type: ignore[arg-type]
             response_checksum_validation=self.response_checksum_validation,  # type: ignore[arg-type]
             max_pool_connections=self.max_pool_connections, fast_path=self.fast_path,
+            connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
             session_token=self.session_token,
         )
 
