@@ -84,6 +84,7 @@ from botocore.httpchecksum import (
     Sha1Checksum,
     Sha256Checksum,
 )
+from botocore.httpsession import get_cert_path
 from botocore.utils import percent_encode_sequence
 from s3transfer.crt import BotocoreCRTCredentialsWrapper
 
@@ -157,7 +158,7 @@ class _Answer:
     def __init__(self, limit: int | None) -> None:
         self.status = 0
         self.headers: list[tuple[str, str]] = []
-        self.chunks: list[tuple[int, bytes]] = []  # (offset, bytes): parts of a GET may come in any order
+        self.chunks: list[bytes] = []
         self.last_activity = time.monotonic()
         self.limit = limit
         self.body_error: BaseException | None = None  # what reading the request body raised (awscrt keeps no trace)
@@ -270,28 +271,23 @@ def crt_credentials(credentials: Any) -> AwsCredentialsProvider:
     return AwsCredentialsProvider.new_static(frozen.access_key, frozen.secret_key, frozen.token)
 
 
-def _tls_context(verify: bool | str) -> ClientTlsContext:
+def _tls_context(ca_file: str | None) -> ClientTlsContext:
+    """TLS of the S3 client: peers checked against `ca_file`, or not checked at all when None (verify=False)."""
     options = TlsContextOptions()
-    if verify is False:
+    if ca_file is None:
         options.verify_peer = False
     else:
-        from botocore.httpsession import get_cert_path  # the CA bundle boto3 itself uses, unless told another
-
-        options.override_default_trust_store_from_path(ca_filepath=get_cert_path(verify))
+        options.override_default_trust_store_from_path(ca_filepath=ca_file)
     return ClientTlsContext(options)
 
 
-def _check_certificate(endpoint: urllib.parse.SplitResult, verify: bool | str, timeout: float) -> None:
+def _check_certificate(endpoint: urllib.parse.SplitResult, ca_file: str, timeout: float) -> None:
     """Fail now, as boto3 would on its first request, when the endpoint's certificate is not trusted. awscrt
     (0.38.1, s2n) answers a certificate it refuses by holding the connection 10-30 s (s2n's blinding delay
     against timing attacks) and its S3 client then tries new connections, so a request would only end at the
     read timeout. One handshake with Python's ssl (OpenSSL, the library boto3 uses) against the same CA
     bundle says it at once. Any other failure (the endpoint down) is left to the requests themselves."""
-    if verify is False:
-        return
-    from botocore.httpsession import get_cert_path
-
-    context = ssl.create_default_context(cafile=get_cert_path(verify))
+    context = ssl.create_default_context(cafile=ca_file)
     host = endpoint.hostname or ""
     try:
         with socket.create_connection((host, endpoint.port or 443), timeout=timeout) as raw, \
@@ -342,7 +338,9 @@ class CrtS3Client:
         self._skew = dt.timedelta(0)  # server time - local time, once a server said the clock is off
         endpoint = urllib.parse.urlsplit(boto_client.meta.endpoint_url)
         elg = EventLoopGroup(io_threads)
-        tls = _tls_context(verify) if endpoint.scheme == "https" else None
+        # The CA bundle boto3 itself uses (its own, or AWS_CA_BUNDLE...); None: certificates not checked.
+        ca_file = None if verify is False else get_cert_path(verify)
+        tls = _tls_context(ca_file) if endpoint.scheme == "https" else None
         self._client_options = {
             "bootstrap": ClientBootstrap(elg, DefaultHostResolver(elg)), "region": self._region,
             "tls_mode": S3RequestTlsMode.ENABLED if tls else S3RequestTlsMode.DISABLED,
@@ -350,8 +348,8 @@ class CrtS3Client:
             "connect_timeout_ms": int(connect_timeout * 1000),
             "retry_config": S3RetryConfig(max_retries=max(0, max_attempts - 1)),
         }
-        if tls is not None:
-            _check_certificate(endpoint, verify, connect_timeout)
+        if tls is not None and ca_file is not None:
+            _check_certificate(endpoint, ca_file, connect_timeout)
         self._crt = S3Client(signing_config=create_default_s3_signing_config(
             region=self._region, credential_provider=self._credentials), **self._client_options)
         self._presigned_crt: S3Client | None = None  # sends requests signed here (at a corrected clock)
@@ -394,7 +392,7 @@ class CrtS3Client:
             parsed["Body"] = DeferredBody(lambda: self._boto.get_object(**pinned)["Body"])
             return parsed
         parsed = self._parse("GetObject", answer)
-        data = b"".join(chunk for _, chunk in sorted(answer.chunks, key=lambda item: item[0]))
+        data = b"".join(answer.chunks)
         validated = answer.validated_with
         if validated is None and self._validate:
             validated = check_body(answer.headers, data, f"GetObject {kwargs['Bucket']}")
@@ -532,23 +530,18 @@ class CrtS3Client:
         done.acquire()
         failure: list[BaseException] = []
 
-        holder: list[Any] = [None]  # the request, once make_request returned it
-
         def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
             answer.status, answer.headers, answer.last_activity = status_code, headers, time.monotonic()
             if answer.limit is not None and status_code < 300:
                 size = next((int(v) for k, v in headers if k.lower() == "content-length"), 0)
                 if size > answer.limit:
-                    # Not kept, and cancelled. awscrt cannot stop a response once it has started: failing this
-                    # callback makes it read the rest of the body into memory (measured: +250 MiB for a 200 MiB
-                    # object), so the callback succeeds and on_body drops what still arrives.
+                    # Not kept. awscrt reads a started response to its end whatever is done here (failing this
+                    # callback or cancelling the request, a 200 MiB GET still cost +250 MiB): on_body drops it.
                     answer.body_error = _TooLarge(answer)
-                    if holder[0] is not None:
-                        holder[0].cancel()
 
         def on_body(chunk: Any, offset: int, **_: Any) -> None:
             if answer.body_error is None:
-                answer.chunks.append((offset, bytes(chunk)))
+                answer.chunks.append(bytes(chunk))
             answer.last_activity = time.monotonic()
 
         def on_done(error: BaseException | None = None, did_validate_checksum: bool = False,
@@ -567,17 +560,13 @@ class CrtS3Client:
             type=S3RequestType.DEFAULT, operation_name=operation, request=request,
             signing_config=signing, checksum_config=checksum, on_headers=on_headers,
             on_body=on_body if want_body else None, on_done=on_done)
-        holder[0] = crt_request
-        try:
-            while not done.acquire(timeout=min(self._read_timeout, 5.0)):
-                if time.monotonic() - answer.last_activity > self._stall_limit:
-                    crt_request.cancel()
-                    done.acquire(timeout=30)  # cancelled: the timeout is the error to report
-                    raise ReadTimeoutError(endpoint_url=f"{operation} {bucket}")
-        finally:
-            # The request refers to its callbacks and they to it: break the cycle, or each request's native
-            # buffers wait for Python's cyclic collector (measured on W1: +100 MiB RSS, +10% CPU).
-            holder[0] = None
+        # The callbacks must not refer to the request: the cycle would keep each request's native buffers
+        # until Python's cyclic collector runs (measured on W1: +100 MiB RSS, +10% CPU).
+        while not done.acquire(timeout=min(self._read_timeout, 5.0)):
+            if time.monotonic() - answer.last_activity > self._stall_limit:
+                crt_request.cancel()
+                done.acquire(timeout=30)  # cancelled: the timeout is the error to report
+                raise ReadTimeoutError(endpoint_url=f"{operation} {bucket}")
         if answer.body_error is not None:  # a callback's own error (a body too large, a part's source failing)
             raise answer.body_error
         if failure:
