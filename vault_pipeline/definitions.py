@@ -7,11 +7,13 @@ import os
 
 from dagster import Definitions, EnvVar, ExecutorDefinition, in_process_executor
 
+from vault_pipeline.assets.intake import hot_bucket_sweep
 from vault_pipeline.assets.journal import journal_seal
 from vault_pipeline.assets.replication import cold_copies, hot_deletions, hot_inventory
 from vault_pipeline.assets.secondary_site import rebuilt_tracking_db
 from vault_pipeline.assets.verification import verification_report
 from vault_pipeline.checks.cold_copies import cold_copies_checks
+from vault_pipeline.jobs.intake import build_reconciliation_sweep_schedule, reconciliation_sweep_job
 from vault_pipeline.jobs.journal_seal import build_journal_seal_schedule, journal_seal_job
 from vault_pipeline.jobs.rebuild import rebuild_tracking_db_job
 from vault_pipeline.jobs.replication import replication_job
@@ -26,6 +28,7 @@ from vault_pipeline.resources import (
     VerificationSettingsResource,
 )
 from vault_pipeline.resources.alerts import alerts_resource_from_env
+from vault_pipeline.resources.intake_settings import IntakeSettingsResource
 from vault_pipeline.resources.journal import journal_resource_from_env
 from vault_pipeline.resources.rebuild_target import rebuild_target_from_env
 from vault_pipeline.resources.restore_drill import RestoreDrillResource
@@ -41,6 +44,35 @@ def optional_secret(name: str) -> EnvVar | str:
     only its name; empty when unset (a site without keys signs with the AWS credential chain: instance or
     container role, profile, AWS_ACCESS_KEY_ID...)."""
     return EnvVar(name) if os.environ.get(name) else ""
+
+
+def feed_resources(settings: VaultSettings) -> dict[str, object]:
+    """The resources of the change feeds VAULT_CHANGE_FEEDS enables (and only those: a feed that is not used
+    needs no configuration)."""
+    resources: dict[str, object] = {}
+    if "seaweedfs-filer" in settings.feeds:
+        from vault_pipeline.resources.seaweedfs_filer import SeaweedFilerResource
+
+        resources["seaweedfs_filer"] = SeaweedFilerResource(
+            address=settings.seaweedfs_filer, buckets_path=settings.seaweedfs_buckets_path)
+    if "sqs" in settings.feeds:
+        from vault_pipeline.resources.sqs_queue import SqsQueueResource
+
+        resources["sqs_queue"] = SqsQueueResource(
+            queue_url=settings.sqs_queue_url, endpoint_url=settings.sqs_endpoint,
+            region=settings.sqs_region or settings.hot_region,
+            access_key_id=optional_secret("VAULT_SQS_ACCESS_KEY_ID"),
+            secret_access_key=optional_secret("VAULT_SQS_SECRET_ACCESS_KEY"))
+    if "app-table" in settings.feeds:
+        from vault_pipeline.resources.application_db import ApplicationDatabaseResource
+
+        resources["application_db"] = ApplicationDatabaseResource(
+            dsn=EnvVar("VAULT_APP_DATABASE_URL"), tracking_dsn=EnvVar("VAULT_DATABASE_URL"),
+            table=settings.app_documents_table, query=settings.app_documents_query,
+            key_column=settings.app_key_column, cursor_columns=settings.app_cursor_columns,
+            document_id_column=settings.app_document_id_column, user_id_column=settings.app_user_id_column,
+            document_type_column=settings.app_document_type_column)
+    return resources
 
 
 def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = None) -> dict[str, object]:
@@ -94,6 +126,9 @@ def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = No
             retention_years=settings.journal_retention_years or max(policy.years_by_type.values()),
             public_keys=[k.strip() for k in settings.journal_public_keys.split(",") if k.strip()],
         ),
+        "intake": IntakeSettingsResource(sweep_listers=settings.sweep_listers,
+                                         sweep_page_size=settings.sweep_page_size),
+        **feed_resources(settings),
         "rebuild_target": rebuild_target_from_env(),
         "restore_drill": RestoreDrillResource(
             sample_size=settings.restore_drill_sample_size, tier=settings.restore_drill_tier,
@@ -110,13 +145,15 @@ def build_definitions(settings: VaultSettings, executor: ExecutorDefinition = in
         minimum_interval_seconds=settings.sensor_interval_seconds,
         tick_budget_seconds=settings.sensor_tick_budget_seconds,
         backlog_warning_threshold=settings.backlog_warning_threshold,
-        page_size=settings.sensor_page_size,
+        feeds=settings.feeds, max_changes=settings.feed_max_changes,
+        head_concurrency=settings.feed_head_concurrency,
     )
     core = Definitions(
-        assets=[hot_inventory, cold_copies, hot_deletions, verification_report],
+        assets=[hot_bucket_sweep, hot_inventory, cold_copies, hot_deletions, verification_report],
         asset_checks=cold_copies_checks,
-        jobs=[replication_job, verification_job, cold_copies_checks_job, restore_drill_job],
-        schedules=[*build_verification_schedules(settings.verification_cron),
+        jobs=[reconciliation_sweep_job, replication_job, verification_job, cold_copies_checks_job, restore_drill_job],
+        schedules=[build_reconciliation_sweep_schedule(settings.sweep_cron),
+                   *build_verification_schedules(settings.verification_cron),
                    build_restore_drill_schedule(settings.restore_drill_cron)],
         sensors=[hot_bucket_sensor,
                  build_restore_drill_followup_sensor(settings.restore_drill_poll_minutes * 60)],
@@ -130,8 +167,8 @@ def build_definitions(settings: VaultSettings, executor: ExecutorDefinition = in
     # The alert sensors watch every asset check the definitions above declare, so they are added last.
     alert_sensors = build_alert_sensors(
         check_keys=declared_check_keys([*(core.assets or []), *(core.asset_checks or [])]),
-        monitored_jobs=[replication_job, verification_job, cold_copies_checks_job, restore_drill_job, journal_seal_job,
-                        rebuild_tracking_db_job],
+        monitored_jobs=[reconciliation_sweep_job, replication_job, verification_job, cold_copies_checks_job,
+                        restore_drill_job, journal_seal_job, rebuild_tracking_db_job],
         minimum_interval_seconds=settings.alert_sensor_interval_seconds,
     )
     # The daily journal seal (docs/journal.md).

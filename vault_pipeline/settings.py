@@ -20,6 +20,8 @@ MiB = 1024 * 1024
 STORAGE_CLASSES = (
     "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER", "GLACIER_IR", "DEEP_ARCHIVE",
 )
+# Change feeds hot_bucket_sensor can read (VAULT_CHANGE_FEEDS); the reconciliation sweep always runs.
+FEEDS = ("seaweedfs-filer", "sqs", "app-table")
 ChecksumWhen = Literal["when_supported", "when_required"]
 AddressingStyle = Literal["path", "virtual", "auto"]
 
@@ -70,11 +72,43 @@ class VaultSettings(BaseSettings):
     # and spans several verification periods and restore drills. At most 100 years, the S3 lock ceiling.
     minimum_lock_days: int = Field(180, ge=1, le=36500, alias="VAULT_MINIMUM_LOCK_DAYS")
 
-    sensor_interval_seconds: int = Field(30, ge=5, le=86400, alias="VAULT_SENSOR_INTERVAL_SECONDS")
-    # 0 means one listing page per tick; Dagster kills a tick at 60 s, so the budget stays well below.
+    # hot_bucket_sensor reads the change feeds and requests runs; it lists nothing, so a tick is cheap and
+    # can be frequent (Dagster's sensor loop itself wakes every 5 s).
+    sensor_interval_seconds: int = Field(5, ge=5, le=86400, alias="VAULT_SENSOR_INTERVAL_SECONDS")
+    # Time one tick may spend reading feeds; Dagster kills a tick at 60 s, so the budget stays well below.
     sensor_tick_budget_seconds: float = Field(20.0, ge=0, le=45, alias="VAULT_SENSOR_TICK_BUDGET_SECONDS")
-    sensor_page_size: int = Field(1000, ge=1, le=1000, alias="VAULT_SENSOR_PAGE_SIZE")
     backlog_warning_threshold: int = Field(1000, ge=1, alias="VAULT_BACKLOG_WARNING_THRESHOLD")
+
+    # Change feeds (issue 14, docs/scaling.md): comma-separated names of FEEDS, read by hot_bucket_sensor.
+    # Empty: the reconciliation sweep is the only detection (an OVH hot site has nothing else).
+    change_feeds: str = Field("", alias="VAULT_CHANGE_FEEDS")
+    feed_max_changes: int = Field(20_000, ge=1, le=1_000_000, alias="VAULT_FEED_MAX_CHANGES")
+    feed_head_concurrency: int = Field(16, ge=1, le=256, alias="VAULT_FEED_HEAD_CONCURRENCY")
+    # seaweedfs-filer: the filer of the hot SeaweedFS, "host:port" (gRPC on port + 10000) or
+    # "host:port.grpcPort", and the folder its S3 buckets live in.
+    seaweedfs_filer: str = Field("", alias="VAULT_SEAWEEDFS_FILER")
+    seaweedfs_buckets_path: str = Field("/buckets", pattern=r"^/\S*$", alias="VAULT_SEAWEEDFS_BUCKETS_PATH")
+    # sqs: the queue the hot bucket's ObjectCreated notifications go to. Credentials: VAULT_SQS_ACCESS_KEY_ID
+    # and VAULT_SQS_SECRET_ACCESS_KEY (secrets, EnvVar), else the AWS credential chain.
+    sqs_queue_url: str = Field("", alias="VAULT_SQS_QUEUE_URL")
+    sqs_endpoint: str = Field("", alias="VAULT_SQS_ENDPOINT")  # empty: AWS's endpoint for the region
+    sqs_region: str = Field("", alias="VAULT_SQS_REGION")  # empty: OVH_S3_REGION
+    # app-table: the application's documents table (or a query) in its own database, VAULT_APP_DATABASE_URL
+    # (a secret, EnvVar). Cursor columns: "id", or "created_at,id"; they must be unique together and grow.
+    app_documents_table: str = Field("documents", alias="VAULT_APP_DOCUMENTS_TABLE")
+    app_documents_query: str = Field("", alias="VAULT_APP_DOCUMENTS_QUERY")
+    app_key_column: str = Field("key", alias="VAULT_APP_KEY_COLUMN")
+    app_cursor_columns: str = Field("id", alias="VAULT_APP_CURSOR_COLUMNS")
+    app_document_id_column: str = Field("", alias="VAULT_APP_DOCUMENT_ID_COLUMN")
+    app_user_id_column: str = Field("", alias="VAULT_APP_USER_ID_COLUMN")
+    app_document_type_column: str = Field("", alias="VAULT_APP_DOCUMENT_TYPE_COLUMN")
+
+    # The reconciliation sweep (intake/sweep.py): the whole hot bucket listed in parallel key ranges, on a
+    # schedule. VAULT_SENSOR_PAGE_SIZE, the name from when the sensor listed, is still read.
+    sweep_cron: str = Field("0 * * * *", alias="VAULT_SWEEP_CRON")
+    sweep_listers: int = Field(8, ge=1, le=64, alias="VAULT_SWEEP_LISTERS")
+    sweep_page_size: int = Field(1000, ge=1, le=1000,
+                                 validation_alias=AliasChoices("VAULT_SWEEP_PAGE_SIZE", "VAULT_SENSOR_PAGE_SIZE"))
     partitions_start_date: dt.date = Field(dt.date(2024, 1, 1), alias="VAULT_PARTITIONS_START_DATE")
     # Where the operator commands (status, retry-failed) reach the Dagster webserver's GraphQL API.
     dagster_url: str = Field("http://127.0.0.1:3000", pattern=r"^https?://\S+$", alias="VAULT_DAGSTER_URL")
@@ -168,7 +202,31 @@ class VaultSettings(BaseSettings):
     def _empty_is_policy_max(cls, value: object) -> object:
         return None if value in ("", None) else value
 
-    @field_validator("restore_drill_cron", "journal_seal_cron")
+    @field_validator("change_feeds")
+    @classmethod
+    def _known_feeds(cls, value: str) -> str:
+        names = [n.strip().lower() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in FEEDS]
+        if unknown:
+            raise ValueError(f"unknown feed(s) {', '.join(unknown)}: choose among {', '.join(FEEDS)}")
+        return ",".join(dict.fromkeys(names))
+
+    @model_validator(mode="after")
+    def _feeds_are_configured(self) -> VaultSettings:
+        missing = {"seaweedfs-filer": ("VAULT_SEAWEEDFS_FILER", self.seaweedfs_filer),
+                   "sqs": ("VAULT_SQS_QUEUE_URL", self.sqs_queue_url)}
+        for feed in self.feeds:
+            if feed in missing and not missing[feed][1].strip():
+                raise ValueError(f"VAULT_CHANGE_FEEDS names {feed} but {missing[feed][0]} is not set")
+            if feed == "app-table" and not os.environ.get("VAULT_APP_DATABASE_URL"):
+                raise ValueError("VAULT_CHANGE_FEEDS names app-table but VAULT_APP_DATABASE_URL is not set")
+        return self
+
+    @property
+    def feeds(self) -> tuple[str, ...]:
+        return tuple(n for n in self.change_feeds.split(",") if n)
+
+    @field_validator("restore_drill_cron", "journal_seal_cron", "sweep_cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
         from dagster import DagsterInvalidDefinitionError, ScheduleDefinition

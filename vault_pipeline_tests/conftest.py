@@ -25,6 +25,7 @@ from dagster import DagsterInstance, Definitions, SensorResult, build_sensor_con
 
 from vault_pipeline.definitions import build_definitions, build_resources
 from vault_pipeline.devstack.buckets import ensure_bucket
+from vault_pipeline.intake.sweep import SweepReport, run_sweep
 from vault_pipeline.journal.reader import read_entries
 from vault_pipeline.journal.segments import SegmentStore
 from vault_pipeline.partitions import partition_key_for
@@ -81,7 +82,16 @@ class Vault:
     def put(self, key: str, body: bytes = b"%PDF-1.7 test", metadata: dict[str, str] | None = None) -> dict:
         return self.hot.put_object(Bucket=self.hot_bucket, Key=key, Body=body, Metadata=metadata or {})
 
-    def run_sensor(self) -> SensorResult:
+    def sweep(self, listers: int = 2) -> SweepReport:
+        """The reconciliation sweep, as its hourly schedule runs it: the hot bucket listed and registered."""
+        return run_sweep(self.hot, self.hot_bucket, self.store, destination_bucket=self.cold_bucket,
+                         listers=listers)
+
+    def run_sensor(self, *, sweep: bool = True) -> SensorResult:
+        """One hot_bucket_sensor tick; first the reconciliation sweep (unless told not to), which in this harness
+        stands for whatever registers objects (the schedule, or a change feed)."""
+        if sweep:
+            self.sweep()
         sensor = self.defs.resolve_sensor_def("hot_bucket_sensor")
         context = build_sensor_context(instance=self.instance, cursor=self.cursor, resources=self.resources)
         result = sensor(context)
@@ -90,7 +100,11 @@ class Vault:
         return result
 
     def run_partition(self, partition_key: str | None = None, run_config: dict | None = None,
-                      tags: dict | None = None) -> Any:
+                      tags: dict | None = None, *, sweep: bool = True) -> Any:
+        """One replication run of a day, as a click on "Materialize" in the UI; first the sweep registers
+        what is on the hot site now (unless told not to: a test that set up the manifest itself)."""
+        if sweep:
+            self.sweep()
         job = self.defs.resolve_job_def("replication_job")
         return job.execute_in_process(
             partition_key=partition_key or today_key(), run_config=run_config or {}, instance=self.instance,
@@ -100,7 +114,8 @@ class Vault:
     def sensor_and_runs(self) -> list[Any]:
         """One sensor evaluation and every run it requests, as the daemon would do."""
         result = self.run_sensor()
-        return [self.run_partition(r.partition_key, r.run_config, r.tags) for r in result.run_requests or []]
+        return [self.run_partition(r.partition_key, r.run_config, r.tags, sweep=False)
+                for r in result.run_requests or []]
 
     def start_worker(self, partition_key: str | None = None, **extra_env: str) -> subprocess.Popen:
         """A separate process running one partition, configured only from the environment."""

@@ -86,9 +86,7 @@ def main() -> int:
     sampler.start()
     with DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(
-            partition_key=partition, instance=instance, raise_on_error=False,
-            run_config={"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}},
-        )
+            partition_key=partition, instance=instance, raise_on_error=False)
     done.set()
     sampler.join()
     print(json.dumps({"success": result.success, "rss_before_mib": rss_before, "rss_after_mib": peak[0]}))

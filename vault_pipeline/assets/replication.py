@@ -11,13 +11,11 @@ import time
 from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
-    Config,
     Failure,
     MaterializeResult,
     MetadataValue,
     asset,
 )
-from pydantic import Field
 
 from vault_pipeline.assets.journaling import flush_journal
 from vault_pipeline.assets.reporting import copy_report_metadata, human_bytes, status_table
@@ -25,7 +23,6 @@ from vault_pipeline.partitions import daily_partitions, day_range
 from vault_pipeline.replication.copier import ObjectCopier
 from vault_pipeline.replication.engine import ObjectResult, replicate_days
 from vault_pipeline.replication.hot_cleanup import HotDeletionRefused, delete_verified_hot_objects
-from vault_pipeline.replication.inventory import iter_pages
 from vault_pipeline.replication.verify import cold_bucket_problem
 from vault_pipeline.resources import (
     ColdSiteResource,
@@ -36,58 +33,36 @@ from vault_pipeline.resources import (
 from vault_pipeline.resources.journal import JournalResource
 
 
-class HotInventoryConfig(Config):
-    rescan_hot_bucket: bool = Field(
-        default=True,
-        description="List the hot bucket and register the partition's objects. The sensor sets it to false "
-        "because it has just registered them itself.",
-    )
-
-
 @asset(
     partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.single_run(),  # one listing serves a whole backfill range
+    backfill_policy=BackfillPolicy.single_run(),
     group_name="replication",
-    kinds={"s3", "postgres"},
-    description="Documents on the hot site for the day (UTC LastModified), registered in "
-    "vault_secure.replication_status. New keys and changed ETags become pending.",
+    kinds={"postgres"},
+    description="Documents on the hot site for the day (UTC LastModified), as registered in "
+    "vault_secure.replication_status by the change feeds and the reconciliation sweep. Read from the "
+    "tracking database, never from a listing: its cost grows with the day, not with the bucket.",
 )
 def hot_inventory(
     context: AssetExecutionContext,
-    config: HotInventoryConfig,
     hot_site: S3SiteResource,
-    cold_site: ColdSiteResource,
     tracking_db: TrackingDatabaseResource,
 ) -> MaterializeResult:
     started = time.monotonic()
     first_day, last_day = day_range(context.partition_key_range)
     store = tracking_db.store()
-    listed = in_range = new = changed = markers = 0
-    if config.rescan_hot_bucket:
-        for page in iter_pages(hot_site.client(), hot_site.bucket):
-            listed += len(page.objects)
-            markers += page.folder_markers
-            objects = [o for o in page.objects if first_day <= o.partition_day <= last_day]
-            in_range += len(objects)
-            if objects:
-                result = store.register(objects, source_bucket=hot_site.bucket, destination_bucket=cold_site.bucket)
-                new += result.new
-                changed += result.changed
     counts = store.status_counts(source_bucket=hot_site.bucket, first_day=first_day, last_day=last_day)
     total = sum(c["objects"] for c in counts.values())
     total_bytes = sum(c["bytes"] for c in counts.values())
     keys = context.partition_key_range
-    context.log.info(f"{total} objects ({human_bytes(total_bytes)}) on the hot site for {keys.start}..{keys.end}; "
-                     f"{new} new, {changed} changed")
+    pending = counts.get("pending", {}).get("objects", 0)
+    context.log.info(f"{total} objects ({human_bytes(total_bytes)}) registered for {keys.start}..{keys.end}, "
+                     f"{pending} pending")
     return MaterializeResult(metadata={
         "objects": MetadataValue.int(total),
         "bytes": MetadataValue.int(total_bytes),
-        "new_objects": MetadataValue.int(new),
-        "changed_objects": MetadataValue.int(changed),
-        "rescanned": MetadataValue.bool(config.rescan_hot_bucket),
-        "objects_listed": MetadataValue.int(listed),
-        "folder_markers_skipped": MetadataValue.int(markers),
-        "pending": MetadataValue.int(counts.get("pending", {}).get("objects", 0)),
+        "pending": MetadataValue.int(pending),
+        "failed": MetadataValue.int(counts.get("failed", {}).get("objects", 0)),
+        "replicated": MetadataValue.int(counts.get("replicated", {}).get("objects", 0)),
         "status": MetadataValue.md(status_table(counts)),
         "duration_s": MetadataValue.float(round(time.monotonic() - started, 3)),
     })

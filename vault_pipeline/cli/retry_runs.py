@@ -25,8 +25,6 @@ from vault_pipeline.dagster_api import FINISHED_RUN_STATUSES, DagsterApi
 JOB = "replication_job"
 TRIGGER_TAG = "vault/trigger"
 TRIGGER = "retry-failed"
-# The rows are registered already: the run does not list the hot bucket again (as for the sensor's runs).
-RUN_CONFIG = {"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}}
 
 
 def failed_rows_by_day(conn: Any, source_bucket: str, days: list[dt.date] | None = None) -> dict[dt.date, int]:
@@ -87,7 +85,7 @@ def launch_retries(api: DagsterApi, failed: dict[dt.date, int], *, partition_key
     retries = []
     for day, rows in failed.items():
         retry = DayRetry(day=day, failed_rows=rows)
-        retry.run_id = api.launch_run(JOB, partition=partition_key(day), run_config=RUN_CONFIG,
+        retry.run_id = api.launch_run(JOB, partition=partition_key(day),
                                       tags={TRIGGER_TAG: TRIGGER, "vault/failed_rows": str(rows),
                                             "vault/requested_by": requested_by})
         retry.run_status = "QUEUED"

@@ -1,18 +1,21 @@
-"""hot_bucket_sensor: notices new and changed documents on the hot site and requests one run per day.
+"""hot_bucket_sensor: reads the change feeds, registers what they announce, requests one run per day.
 
-Each tick pages through ListObjectsV2 (never a single page), registers every page in PostgreSQL in
-bulk, and stops paging when its time budget is spent, keeping the continuation token in the cursor: a
-sweep of a huge bucket spans several ticks and a tick stays well under Dagster's 60 s sensor timeout.
-Runs are requested from the database's view (days with pending rows), not from what this tick saw, so
-a tick that failed after registering objects loses nothing: the next tick requests their run. The
-run_key (day + newest pending change + hour) makes repeated requests for the same work harmless.
+The sensor lists nothing: the whole-bucket listing is the reconciliation sweep's (a scheduled job, see
+assets/intake.py). A tick reads each enabled feed from its cursor (kept in the sensor's cursor, one per
+feed), registers the changes (HeadObject for what a feed does not know, then a bulk diff by key + ETag),
+and requests runs from the database's view: days with pending rows, whoever registered them (a feed, the
+sweep, a tick that failed after registering). The run_key (day + newest pending change + hour) makes
+repeated requests for the same work harmless. A feed's cursor moves only after its changes are committed,
+and a queue's messages are deleted only then: a tick that dies anywhere loses nothing.
 """
 
+from __future__ import annotations
 
 import datetime as dt
 import json
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import (
@@ -24,29 +27,43 @@ from dagster import (
     sensor,
 )
 
+from vault_pipeline.intake.ingest import HotSiteUnavailable, IngestReport, ingest_batch
 from vault_pipeline.partitions import partition_key_for
-from vault_pipeline.replication.inventory import list_page
 from vault_pipeline.resources import ColdSiteResource, S3SiteResource, TrackingDatabaseResource
+from vault_pipeline.resources.change_feeds import FEED_RESOURCE_KEYS
 
 
 @dataclass
-class SweepCursor:
-    token: str | None = None  # continuation token of the sweep in progress
-    sweep_started: str | None = None
-    sweeps_completed: int = 0
-    objects_listed: int = 0  # in the sweep in progress
+class FeedCursors:
+    feeds: dict[str, str | None] = field(default_factory=dict)  # feed name -> that feed's own cursor
 
     @classmethod
-    def parse(cls, raw: str | None) -> "SweepCursor":
+    def parse(cls, raw: str | None) -> FeedCursors:
         if not raw:
             return cls()
         try:
-            return cls(**json.loads(raw))
-        except (ValueError, TypeError):
-            return cls()  # an unreadable cursor only costs a fresh sweep
+            feeds = json.loads(raw).get("feeds", {})
+            return cls(feeds={str(k): (None if v is None else str(v)) for k, v in feeds.items()})
+        except (ValueError, TypeError, AttributeError):
+            # An unreadable cursor (or one from the listing sensor of before) only costs a re-read: every
+            # feed starts from its beginning, and registration ignores what it already has.
+            return cls()
 
     def dump(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps({"feeds": self.feeds}, sort_keys=True)
+
+
+def run_requests_for_pending_days(store: Any, bucket: str, trigger: str) -> list[RunRequest]:
+    hour = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H")
+    requests = []
+    for day, count, latest in store.days_needing_runs(bucket):
+        partition = partition_key_for(day)
+        requests.append(RunRequest(
+            run_key=f"{partition}|{latest.isoformat()}|{hour}",
+            partition_key=partition,
+            tags={"vault/trigger": trigger, "vault/pending_objects": str(count)},
+        ))
+    return requests
 
 
 def build_hot_bucket_sensor(
@@ -55,15 +72,21 @@ def build_hot_bucket_sensor(
     minimum_interval_seconds: int,
     tick_budget_seconds: float,
     backlog_warning_threshold: int,
-    page_size: int = 1000,
+    feeds: Sequence[str] = (),
+    max_changes: int = 20_000,
+    head_concurrency: int = 16,
 ) -> SensorDefinition:
+    feed_keys = {name: FEED_RESOURCE_KEYS[name] for name in feeds}
+    described = ", ".join(feeds) if feeds else "no change feed (the reconciliation sweep registers)"
+
     @sensor(
         name="hot_bucket_sensor",
         job=job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Lists the hot bucket (resuming across ticks), registers new or changed documents and "
-        "requests one replication run per affected day.",
+        required_resource_keys=set(feed_keys.values()),
+        description=f"Reads the change feeds ({described}), registers new or changed documents and requests "
+        "one replication run per day with pending documents.",
     )
     def hot_bucket_sensor(
         context: SensorEvaluationContext,
@@ -72,45 +95,45 @@ def build_hot_bucket_sensor(
         tracking_db: TrackingDatabaseResource,
     ) -> SensorResult:
         started = time.monotonic()
-        cursor = SweepCursor.parse(context.cursor)
+        cursors = FeedCursors.parse(context.cursor)
         store = tracking_db.store()
-        client = hot_site.client()
-        if cursor.token is None:
-            cursor.sweep_started = dt.datetime.now(dt.UTC).isoformat()
-            cursor.objects_listed = 0
-        pages = new = changed = 0
-        while True:
-            page = list_page(client, hot_site.bucket, cursor.token, page_size)
-            pages += 1
-            cursor.objects_listed += len(page.objects)
-            if page.objects:
-                result = store.register(page.objects, source_bucket=hot_site.bucket,
-                                        destination_bucket=cold_site.bucket)
-                new += result.new
-                changed += result.changed
-            cursor.token = page.next_token
-            if cursor.token is None:
-                cursor.sweeps_completed += 1
-                break
-            if time.monotonic() - started > tick_budget_seconds:
-                break
-        hour = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H")
-        run_requests = []
-        for day, count, latest in store.days_needing_runs(hot_site.bucket):
-            partition = partition_key_for(day)
-            run_requests.append(RunRequest(
-                run_key=f"{partition}|{latest.isoformat()}|{hour}",
-                partition_key=partition,
-                run_config={"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}},
-                tags={"vault/trigger": "hot_bucket_sensor", "vault/pending_objects": str(count)},
-            ))
+        summary: list[str] = []
+        for position, (name, resource_key) in enumerate(feed_keys.items()):
+            # Each remaining feed gets an equal share of what is left of the tick's budget.
+            remaining = tick_budget_seconds - (time.monotonic() - started)
+            budget = max(0.5, remaining / (len(feed_keys) - position))
+            feed = getattr(context.resources, resource_key).feed(hot_bucket=hot_site.bucket)
+            try:
+                batch = feed.read(cursors.feeds.get(name), budget_seconds=budget, max_changes=max_changes)
+                report = ingest_batch(batch, client=hot_site.client(), bucket=hot_site.bucket, store=store,
+                                      destination_bucket=cold_site.bucket, concurrency=head_concurrency)
+            except HotSiteUnavailable as exc:  # cursor kept: the same changes are read again next tick
+                context.log.warning(f"feed {name}: {exc}; its changes are read again next tick")
+                summary.append(f"{name}: hot site unavailable")
+                continue
+            cursors.feeds[name] = batch.cursor
+            summary.append(_describe(name, report, batch.caught_up, batch.skipped))
+            for key, why in report.refused:
+                context.log.warning(f"feed {name}: {key!r} not registered: {why} (the sweep will list it)")
+        requests = run_requests_for_pending_days(store, hot_site.bucket, "hot_bucket_sensor")
         pending = store.pending_count(hot_site.bucket)
         if pending > backlog_warning_threshold:
             context.log.warning(f"replication backlog: {pending} objects pending (threshold "
                                 f"{backlog_warning_threshold})")
-        state = "sweep complete" if cursor.token is None else "sweep continues next tick"
-        context.log.info(f"{pages} page(s), {new} new, {changed} changed, {len(run_requests)} day(s) to run, "
-                         f"{pending} pending; {state}; {time.monotonic() - started:.1f}s")
-        return SensorResult(run_requests=run_requests, cursor=cursor.dump())
+        context.log.info("; ".join([*summary, f"{len(requests)} day(s) to run, {pending} pending",
+                                    f"{time.monotonic() - started:.2f}s"]))
+        return SensorResult(run_requests=requests, cursor=cursors.dump())
 
     return hot_bucket_sensor
+
+
+def _describe(name: str, report: IngestReport, caught_up: bool, skipped: dict[str, int]) -> str:
+    text = (f"{name}: {report.changes} change(s), {report.registered_new} new, {report.registered_changed} "
+            f"changed, {report.unchanged} known")
+    if report.gone:
+        text += f", {report.gone} gone"
+    if skipped:
+        text += ", skipped " + ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
+    if report.oldest_seen_at is not None:
+        text += f", oldest {max(0.0, (dt.datetime.now(dt.UTC) - report.oldest_seen_at).total_seconds()):.1f}s old"
+    return text + ("" if caught_up else ", more to read")

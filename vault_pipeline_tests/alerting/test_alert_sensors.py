@@ -48,7 +48,6 @@ from vault_pipeline_tests.alerting.conftest import TOKEN, WebhookReceiver, close
 from vault_pipeline_tests.conftest import Vault, today_key
 
 SEAWEED_ONLY = pytest.mark.parametrize("cold_flavour", ["seaweedfs"], indirect=True)
-NO_RESCAN = {"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}}
 DAY = "2025-03-04"
 
 
@@ -300,7 +299,7 @@ def test_failed_run_alerts_once_per_failure_and_a_successful_run_recovers_it(
             dagster_instance=vault.instance, dagster_run=result.dagster_run, resources=vault.resources)
         vault.defs.resolve_sensor_def("run_recovery_alert_sensor")(context)
 
-    failed = vault.run_partition(day, NO_RESCAN)
+    failed = vault.run_partition(day, sweep=False)
     assert not failed.success
     on_failure(failed)
     on_failure(failed)  # the same event twice (a re-evaluated tick): still one alert
@@ -312,13 +311,13 @@ def test_failed_run_alerts_once_per_failure_and_a_successful_run_recovers_it(
     assert "3 object(s) still failed" in alert["details"]["error"] and "cold_copies" in alert["details"]["failed_steps"]
     assert "ALERT" in alert["text"] and "replication_job" in alert["text"]
 
-    again = vault.run_partition(day, NO_RESCAN)  # the sensor asks again an hour later: same failure
+    again = vault.run_partition(day, sweep=False)  # the sensor asks again an hour later: same failure
     on_failure(again)
     assert len(webhook.bodies) == 1
     assert alert_store(vault).get(alert["key"])["occurrences"] == 2
 
     vault.configure(OVH_S3_ENDPOINT=good_endpoint)
-    fixed = vault.run_partition(day, NO_RESCAN)
+    fixed = vault.run_partition(day, sweep=False)
     assert fixed.success
     on_success(fixed)
     on_success(fixed)

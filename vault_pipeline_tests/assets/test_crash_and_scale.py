@@ -12,7 +12,6 @@ import pytest
 from vault_pipeline_tests.conftest import Vault, sql, today_key
 
 MiB = 1024 * 1024
-NO_RESCAN = {"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}}
 
 
 def parts_sent(vault: Vault, upload: dict) -> int:
@@ -56,7 +55,7 @@ def test_sigkill_mid_run_then_rerun_replicates_everything_exactly_once(vault: Va
     assert vault.open_uploads()  # it left a multipart upload open
 
     time.sleep(5.5)  # VAULT_LEASE_SECONDS=5 in tests: the dead worker's leases expire
-    rerun = vault.run_partition(today_key(), NO_RESCAN)
+    rerun = vault.run_partition(today_key(), sweep=False)
     assert rerun.success
     rows = vault.store.rows(vault.hot_bucket)
     assert len(rows) == 206 and {r["status"] for r in rows} == {"replicated"}

@@ -7,8 +7,6 @@ import os
 
 from vault_pipeline_tests.conftest import Vault, sql, today_key
 
-NO_RESCAN = {"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}}
-
 
 def failure_description(run) -> str:
     failures = [e for e in run.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -23,7 +21,7 @@ def test_unreachable_hot_site_fails_rows_with_retries_and_a_rerun_recovers(vault
     good_endpoint = vault.env["OVH_S3_ENDPOINT"]
     vault.configure(OVH_S3_ENDPOINT="http://127.0.0.1:9")  # nothing listens on the discard port
 
-    run = vault.run_partition(today_key(), NO_RESCAN)
+    run = vault.run_partition(today_key(), sweep=False)
     assert not run.success
     assert "5 object(s) still failed after their retries" in failure_description(run)
     for i in range(5):
@@ -35,7 +33,7 @@ def test_unreachable_hot_site_fails_rows_with_retries_and_a_rerun_recovers(vault
     assert failures == [(5,)]
 
     vault.configure(OVH_S3_ENDPOINT=good_endpoint)
-    rerun = vault.run_partition(today_key(), NO_RESCAN)
+    rerun = vault.run_partition(today_key(), sweep=False)
     assert rerun.success
     for i in range(5):
         row = vault.row(f"down/{i}.pdf")
@@ -50,7 +48,7 @@ def test_missing_source_fails_only_that_object(vault: Vault) -> None:
     vault.run_sensor()
     vault.hot.delete_object(Bucket=vault.hot_bucket, Key="vanishes.pdf")
 
-    run = vault.run_partition(today_key(), NO_RESCAN)
+    run = vault.run_partition(today_key(), sweep=False)
     assert not run.success
     assert vault.row("stays.pdf")["status"] == "replicated"
     gone = vault.row("vanishes.pdf")
@@ -69,13 +67,13 @@ def test_a_cold_bucket_that_cannot_hold_locked_copies_fails_the_run_clearly(vaul
     vault.put("waits.pdf", b"x" * 100, {"document-type": "payslip"})
     vault.run_sensor()
     vault.configure(AWS_S3_BUCKET_DOCUMENTS_COLD="no-such-cold-bucket-here")
-    run = vault.run_partition(today_key(), NO_RESCAN)
+    run = vault.run_partition(today_key(), sweep=False)
     assert not run.success
     assert "cold bucket 'no-such-cold-bucket-here' cannot be used" in failure_description(run)
     unlocked = "plain-" + vault.cold_bucket
     vault.cold.create_bucket(Bucket=unlocked)  # exists, but without versioning and Object Lock
     vault.configure(AWS_S3_BUCKET_DOCUMENTS_COLD=unlocked)
-    run = vault.run_partition(today_key(), NO_RESCAN)
+    run = vault.run_partition(today_key(), sweep=False)
     assert not run.success
     assert "must be versioned with Object Lock enabled" in failure_description(run)
     assert vault.row("waits.pdf")["status"] == "pending"  # nothing lost: the next good run copies it
@@ -92,7 +90,7 @@ def test_an_object_deleted_between_listing_and_copy_is_failed_once_until_listed_
     for key in ("gone/small.pdf", "gone/large.bin"):
         vault.hot.delete_object(Bucket=vault.hot_bucket, Key=key)
 
-    run = vault.run_partition(today_key(), NO_RESCAN)
+    run = vault.run_partition(today_key(), sweep=False)
     assert not run.success and "2 object(s) still failed" in failure_description(run)
     for key in ("gone/small.pdf", "gone/large.bin"):
         row = vault.row(key)
@@ -101,7 +99,7 @@ def test_an_object_deleted_between_listing_and_copy_is_failed_once_until_listed_
 
     vault.put("gone/other.pdf", b"new work for the same day", {"document-type": "invoice"})
     vault.run_sensor()
-    again = vault.run_partition(today_key(), NO_RESCAN)
+    again = vault.run_partition(today_key(), sweep=False)
     # The copy step succeeds: the gone rows are not claimed again. (The day's completeness check stays red:
     # two documents of the day were never archived.)
     assert again.asset_materializations_for_node("cold_copies")

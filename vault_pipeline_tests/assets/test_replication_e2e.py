@@ -140,13 +140,19 @@ def test_backfill_of_a_day_range_is_one_run_and_reports_skipped_objects(vault: V
     assert len(again.asset_materializations_for_node("cold_copies")) == 8
 
 
-def test_manual_materialization_rescans_the_bucket_without_the_sensor(vault: Vault) -> None:
+def test_hot_inventory_reads_the_manifest_never_the_bucket(vault: Vault) -> None:
     for i in range(25):
         vault.put(f"manual/{i:03d}.pdf", f"document {i}".encode(), {"document-type": "general"})
-    run = vault.run_partition(today_key())  # what a click on "Materialize" in the UI does
+    # Nothing registered yet (no feed, no sweep): the day's inventory is empty, whatever the bucket holds.
+    first = vault.run_partition(today_key(), sweep=False)  # what a click on "Materialize" in the UI does
+    assert first.success
+    assert first.asset_materializations_for_node("hot_inventory")[0].metadata["objects"].value == 0
+    report = vault.sweep()
+    assert (report.new, report.finished) == (25, True)
+    run = vault.run_partition(today_key(), sweep=False)
     assert run.success
     inventory = run.asset_materializations_for_node("hot_inventory")[0].metadata
-    assert inventory["new_objects"].value == 25 and inventory["rescanned"].value is True
+    assert (inventory["objects"].value, inventory["pending"].value) == (25, 25)
     assert {r["status"] for r in vault.store.rows(vault.hot_bucket)} == {"replicated"}
 
 

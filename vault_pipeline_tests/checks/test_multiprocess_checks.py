@@ -31,7 +31,6 @@ from vault_pipeline_tests.checks.test_tampering import ASPECTS
 from vault_pipeline_tests.conftest import Vault, today_key
 
 CHECK_STEP = "cold_copies_audit"
-NO_RESCAN = {"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}}
 
 
 def multiprocess_replication_job() -> JobDefinition:
@@ -40,10 +39,10 @@ def multiprocess_replication_job() -> JobDefinition:
 
 
 def run_multiprocess(vault: Vault, instance: DagsterInstance) -> Any:
-    vault.run_sensor()  # registers the new hot objects (the runs skip the rescan, as the sensor's do)
+    vault.run_sensor()  # the sweep registers the new hot objects, the sensor asks for their run
     return execute_job(
         reconstructable(multiprocess_replication_job), instance=instance, tags={"dagster/partition": today_key()},
-        run_config={**NO_RESCAN, "execution": {"config": {"max_concurrent": 2}}},
+        run_config={"execution": {"config": {"max_concurrent": 2}}},
     )
 
 

@@ -26,14 +26,13 @@ from dagster import DagsterInstance
 from vault_pipeline.dagster_api import DagsterApi
 from vault_pipeline.devstack.devserver import DevServer
 from vault_pipeline.devstack.site import s3_client
+from vault_pipeline.intake.sweep import run_sweep
 from vault_pipeline.partitions import partition_key_for
-from vault_pipeline.replication.inventory import list_page
 from vault_pipeline.replication.tracking import TrackingStore
 from vault_pipeline_tests.stackfixtures import stack_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[2]
-NO_RESCAN = {"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}}
 TODAY = dt.datetime.now(dt.UTC).date()
 DAY = partition_key_for(TODAY)
 
@@ -76,11 +75,10 @@ def rows(dev: DevServer, prefix: str) -> dict[str, dict[str, Any]]:
 
 
 def register(dev: DevServer) -> None:
-    """What the sensor's tick does with a listing page (the sensor itself ticks once a day here)."""
-    page = list_page(hot(dev), dev.env["OVH_S3_BUCKET_DOCUMENTS"], None, 1000)
+    """What the reconciliation sweep does (its schedule and the sensor are slowed down here)."""
     with TrackingStore(dev.env["VAULT_DATABASE_URL"]) as store:
-        store.register(page.objects, source_bucket=dev.env["OVH_S3_BUCKET_DOCUMENTS"],
-                       destination_bucket=dev.env["AWS_S3_BUCKET_DOCUMENTS_COLD"])
+        run_sweep(hot(dev), dev.env["OVH_S3_BUCKET_DOCUMENTS"], store,
+                  destination_bucket=dev.env["AWS_S3_BUCKET_DOCUMENTS_COLD"], listers=1)
 
 
 def run_with_hot_site_down(dev: DevServer, monkeypatch: pytest.MonkeyPatch) -> bool:
@@ -92,7 +90,7 @@ def run_with_hot_site_down(dev: DevServer, monkeypatch: pytest.MonkeyPatch) -> b
         for name, value in {**dev.env, "OVH_S3_ENDPOINT": "http://127.0.0.1:9", "VAULT_MAX_ATTEMPTS": "1"}.items():
             patch.setenv(name, value)
         job = build_definitions(load_settings()[0]).resolve_job_def("replication_job")
-        result = job.execute_in_process(partition_key=DAY, run_config=NO_RESCAN,
+        result = job.execute_in_process(partition_key=DAY,
                                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
     return result.success
 
@@ -177,7 +175,7 @@ def test_a_failed_check_is_shown_with_its_key(dev: DevServer) -> None:
     client.put_object(Bucket=bucket, Key="checked/fine.pdf", Body=b"fine", Metadata={"document-type": "invoice"})
     register(dev)
     api = DagsterApi(dev.ui_url)
-    assert wait_for_run(api, api.launch_run("replication_job", partition=DAY, run_config=NO_RESCAN)) in (
+    assert wait_for_run(api, api.launch_run("replication_job", partition=DAY)) in (
         "SUCCESS", "FAILURE")  # FAILURE when the previous test's unrecoverable row is still there
     assert rows(dev, "checked/")["checked/fine.pdf"]["status"] == "replicated"
     # A forged version on top of the locked copy: the checksum check must name the key.

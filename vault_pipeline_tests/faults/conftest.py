@@ -22,7 +22,6 @@ from vault_pipeline_tests.faults import invariants
 from vault_pipeline_tests.faults.proxy import FaultProxy, Rule
 
 MiB = 1024 * 1024
-NO_RESCAN = {"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}}
 # The product's clients wait 120 s for a response (s3client.SiteConfig.read_timeout) and the settings do not
 # expose it; the suite shortens it in this process so a stall past the timeout takes seconds.
 READ_TIMEOUT_S = 2.0
@@ -55,7 +54,7 @@ class Faulty:
         return self.keys
 
     def run(self) -> Any:
-        return self.vault.run_partition(today_key(), NO_RESCAN)
+        return self.vault.run_partition(today_key(), sweep=False)
 
     def faulted_run(self, hot: list[Rule] = (), cold: list[Rule] = ()) -> invariants.Findings:  # type: ignore[assignment]
         """One run with the rules on; returns what it left (asserts nothing is stuck or silent)."""

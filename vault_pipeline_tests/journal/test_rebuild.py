@@ -22,7 +22,6 @@ from vault_pipeline.journal.signing import SealSigner
 from vault_pipeline.journal.writer import JournalWriter
 from vault_pipeline_tests.conftest import Vault, today_key
 
-NO_RESCAN = {"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}}
 TYPES = ["payslip", "invoice", "contract", "Payslip", "unknown-kind", None]
 
 
@@ -61,7 +60,7 @@ def test_a_lost_database_is_rebuilt_row_for_row_from_the_journal(vault: Vault, s
     vault.run_sensor()
     good = vault.env["OVH_S3_ENDPOINT"]
     vault.configure(OVH_S3_ENDPOINT="http://127.0.0.1:9")
-    assert not vault.run_partition(today_key(), NO_RESCAN).success
+    assert not vault.run_partition(today_key(), sweep=False).success
     vault.configure(OVH_S3_ENDPOINT=good)
     # A few hundred more (the flaky ones are retried and copied now).
     keys = put_many(vault, "batch", 240)
@@ -72,12 +71,12 @@ def test_a_lost_database_is_rebuilt_row_for_row_from_the_journal(vault: Vault, s
     assert all(r.success for r in vault.sensor_and_runs())
     # The hot copies are deleted once verified (journaled as hot_delete).
     vault.configure(DELETE_FROM_OVH_AFTER_REPLICATION="true")
-    assert vault.run_partition(today_key(), NO_RESCAN).success
+    assert vault.run_partition(today_key(), sweep=False).success
     # One object vanishes from the hot site before it is copied: failed for good.
     vault.put("vanishes.pdf", b"soon gone", {"document-type": "invoice"})
     vault.run_sensor()
     vault.hot.delete_object(Bucket=vault.hot_bucket, Key="vanishes.pdf")
-    assert not vault.run_partition(today_key(), NO_RESCAN).success
+    assert not vault.run_partition(today_key(), sweep=False).success
 
     primary = rows_by_key(vault.dsn)
     assert len(primary) == 243

@@ -1,4 +1,4 @@
-"""hot_bucket_sensor: paging across ticks, run requests per day with dedup, backlog warning."""
+"""hot_bucket_sensor: lists nothing, run requests per day with dedup, backlog warning."""
 
 from __future__ import annotations
 
@@ -13,19 +13,22 @@ from vault_pipeline_tests.conftest import Vault, today_key
 pytestmark = pytest.mark.parametrize("cold_flavour", ["seaweedfs"], indirect=True)
 
 
-def test_a_large_bucket_is_swept_across_several_ticks(vault: Vault) -> None:
-    vault.configure(VAULT_SENSOR_PAGE_SIZE="100", VAULT_SENSOR_TICK_BUDGET_SECONDS="0")
-    for i in range(350):
-        vault.put(f"many/{i:04d}.pdf", b"x")
-    tokens = []
-    for _ in range(4):
-        vault.run_sensor()
-        tokens.append(json.loads(vault.cursor)["token"])
-    assert all(tokens[:3]) and tokens[3] is None  # 100 + 100 + 100 + 50: the 4th tick ends the sweep
-    assert json.loads(vault.cursor)["sweeps_completed"] == 1
-    assert len(vault.store.rows(vault.hot_bucket)) == 350
-    # Runs are requested as soon as objects are registered, not only at the end of the sweep.
-    assert vault.store.pending_count(vault.hot_bucket) == 350
+def test_the_sensor_lists_nothing(vault: Vault) -> None:
+    """Detection is the feeds' and the sweep's: a tick without them registers nothing and asks for nothing."""
+    for i in range(5):
+        vault.put(f"unseen/{i}.pdf")
+    result = vault.run_sensor(sweep=False)
+    assert not result.run_requests and vault.store.rows(vault.hot_bucket) == []
+    assert json.loads(result.cursor) == {"feeds": {}}
+    vault.sweep()
+    assert [r.partition_key for r in vault.run_sensor(sweep=False).run_requests] == [today_key()]
+
+
+def test_a_cursor_of_the_listing_sensor_of_before_is_read_as_no_cursor(vault: Vault) -> None:
+    vault.cursor = json.dumps({"token": "abc", "sweep_started": None, "sweeps_completed": 3, "objects_listed": 9})
+    vault.put("after-upgrade.pdf")
+    assert [r.partition_key for r in vault.run_sensor().run_requests] == [today_key()]
+    assert json.loads(vault.cursor) == {"feeds": {}}
 
 
 def test_one_run_request_per_day_with_a_stable_run_key(vault: Vault) -> None:
@@ -43,7 +46,7 @@ def test_one_run_request_per_day_with_a_stable_run_key(vault: Vault) -> None:
     third = {r.partition_key: r.run_key for r in vault.run_sensor().run_requests}
     assert third[today_key()] not in {r.run_key for r in first}  # new work, new run
     for request in first:
-        assert request.run_config == {"ops": {"hot_inventory": {"config": {"rescan_hot_bucket": False}}}}
+        assert not request.run_config  # the run reads the day from the database
 
 
 def test_objects_registered_by_a_failed_tick_still_get_their_run(vault: Vault) -> None:

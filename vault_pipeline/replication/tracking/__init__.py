@@ -14,6 +14,7 @@ One module per responsibility, one store that has them all:
     results.py       verified copies and failures (rows, audit log, journal entries)
     hot_deletion.py  rows whose hot object may go, and the record that it went
     reports.py       read-only questions, and the record of a verification
+    sweeps.py        the reconciliation sweep's ranges, progress and key samples
 """
 
 from vault_pipeline.replication.tracking.claims import Claims
@@ -23,12 +24,13 @@ from vault_pipeline.replication.tracking.records import ClaimedRow, RegisterResu
 from vault_pipeline.replication.tracking.registration import Registration
 from vault_pipeline.replication.tracking.reports import Reports
 from vault_pipeline.replication.tracking.results import Results
+from vault_pipeline.replication.tracking.sweeps import SweepProgress, SweepRange, SweepRecord
 
 
-class TrackingStore(Registration, Claims, Results, HotDeletion, Reports):
+class TrackingStore(Registration, Claims, Results, HotDeletion, Reports, SweepProgress):
     """Thin data-access layer over the tracking database; one instance per process, thread-safe through its
     pool (see TrackingConnection)."""
 
 
-__all__ = ["ClaimedRow", "RegisterResult", "ReplicationOutcome", "TrackingDatabaseError", "TrackingStore",
-           "redact_dsn"]
+__all__ = ["ClaimedRow", "RegisterResult", "ReplicationOutcome", "SweepRange", "SweepRecord", "TrackingDatabaseError",
+           "TrackingStore", "redact_dsn"]
