@@ -84,8 +84,9 @@ class Vault:
 
     def sweep(self, listers: int = 2) -> SweepReport:
         """The reconciliation sweep, as its hourly schedule runs it: the hot bucket listed and registered."""
-        return run_sweep(self.hot, self.hot_bucket, self.store, destination_bucket=self.cold_bucket,
-                         listers=listers)
+        # The pipeline's own hot client (as the asset uses it): through a fault-injecting proxy when one is set.
+        hot = self.resources["hot_site"].process_config_and_initialize().client()
+        return run_sweep(hot, self.hot_bucket, self.store, destination_bucket=self.cold_bucket, listers=listers)
 
     def run_sensor(self, *, sweep: bool = True) -> SensorResult:
         """One hot_bucket_sensor tick; first the reconciliation sweep (unless told not to), which in this harness

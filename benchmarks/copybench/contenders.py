@@ -188,7 +188,10 @@ def run_vault(setup: RunSetup) -> ContenderRun:
     cold_bucket = new_cold_bucket(setup.stack, "cold-" + setup.name("vault"))
     dsn = new_database(setup.stack, "bench_" + setup.name("vault", "_"))
     env = worker_env(setup.stack, OVH_S3_BUCKET_DOCUMENTS=setup.hot_bucket, AWS_S3_BUCKET_DOCUMENTS_COLD=cold_bucket,
-                     VAULT_DATABASE_URL=dsn, REPLICATION_CONCURRENCY=str(setup.parallelism))
+                     VAULT_DATABASE_URL=dsn, REPLICATION_CONCURRENCY=str(setup.parallelism),
+                     # Like rclone, vault-pipeline starts from a bucket it has never seen: its registration is
+                     # the reconciliation sweep (a change feed would only see what arrives after it starts).
+                     VAULT_CHANGE_FEEDS="")
     events_path = setup.workdir / f"{setup.name('vault')}.events.jsonl"
     before = read_servers(setup.stack)
     command = [sys.executable, str(VAULT_WORKER), str(events_path)]

@@ -3,8 +3,8 @@
     python benchmarks/copybench/vault_worker.py EVENTS_FILE
 
 Configured from the environment only, like a Dagster run worker (README, "Configuration"). It does what
-the daemon does: evaluates hot_bucket_sensor until its sweep of the hot bucket is complete (the
-registration), then executes every run the sensor requested: `replication_job` for the partition, in
+the daemon does: runs the reconciliation sweep of the hot bucket (the registration) and one tick of
+hot_bucket_sensor, then executes every run the sensor requested: `replication_job` for the partition, in
 this process (hot_inventory, cold_copies with verification, locks, tags, SHA-256 and the write journal,
 the cold_copies checks, hot_deletions). It writes phase events to EVENTS_FILE (see events.py) with the
 per-step durations and the cold_copies metadata of each run.
@@ -12,7 +12,6 @@ per-step durations and the cold_copies metadata of each run.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,22 +20,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from copybench.events import EventLog
 
-MAX_SENSOR_TICKS = 1000
-
 
 def sweep_hot_bucket(defs: Any, resources: dict[str, Any], instance: Any) -> tuple[list[Any], int]:
-    """Sensor ticks until one completes the sweep; the run requests of that last tick and the tick count."""
+    """The reconciliation sweep (reconciliation_sweep_job, what its hourly schedule runs) registers the hot
+    bucket; then one sensor tick asks for the runs. The run requests, and 1 (the sensor ticks)."""
     from dagster import SensorResult, build_sensor_context
 
+    sweep = defs.resolve_job_def("reconciliation_sweep_job").execute_in_process(instance=instance)
+    if not sweep.success:
+        raise RuntimeError("the reconciliation sweep failed")
     sensor = defs.resolve_sensor_def("hot_bucket_sensor")
-    cursor: str | None = None
-    for tick in range(1, MAX_SENSOR_TICKS + 1):
-        result = sensor(build_sensor_context(instance=instance, cursor=cursor, resources=resources))
-        assert isinstance(result, SensorResult), result
-        cursor = result.cursor
-        if json.loads(cursor or "{}").get("token") is None:
-            return list(result.run_requests or []), tick
-    raise RuntimeError(f"the sensor did not complete its sweep in {MAX_SENSOR_TICKS} ticks")
+    result = sensor(build_sensor_context(instance=instance, cursor=None, resources=resources))
+    assert isinstance(result, SensorResult), result
+    return list(result.run_requests or []), 1
 
 
 def plain_metadata(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import psutil
 
 from vault_pipeline.devstack.buckets import ensure_bucket
 from vault_pipeline.devstack.motosite import MotoSite
-from vault_pipeline.devstack.ports import COLD_S3_PORT, HOT_S3_PORT, POSTGRES_PORT
+from vault_pipeline.devstack.ports import COLD_S3_PORT, HOT_S3_PORT, LOOPBACK, POSTGRES_PORT
 from vault_pipeline.devstack.postgres import EmbeddedPostgres, pgserver_binary
 from vault_pipeline.devstack.process import DevStackError
 from vault_pipeline.devstack.seaweed import SeaweedSite
@@ -146,6 +146,10 @@ class DevStack:
             "VAULT_DAGSTER_DATABASE_URL": self.postgres.dsn(DAGSTER_DATABASE).replace(
                 "postgresql://", "postgresql+psycopg2://", 1),
             "VAULT_REBUILD_DATABASE_URL": self.postgres.dsn(SECONDARY_DATABASE),
+            # The hot site's filer streams every change (issue 14): a new document is seen in seconds; the
+            # hourly reconciliation sweep stays behind it.
+            "VAULT_CHANGE_FEEDS": "seaweedfs-filer",
+            "VAULT_SEAWEEDFS_FILER": f"{LOOPBACK}:{self.hot.ports.filer}.{self.hot.ports.filer_grpc}",
             **self._signing_key(),
             **({"VAULT_DAGSTER_URL": self.dagster_url} if self.dagster_url else {}),
         }

@@ -8,6 +8,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 
+class FeedUnavailable(RuntimeError):
+    """A feed cannot be read now (its source unreachable, its tool missing, an answer not understood). The
+    message names the source, never a secret; the cursor is not moved, so the next read starts from the same
+    place and nothing is lost."""
+
+
 @dataclass(frozen=True)
 class Change:
     """One key that may be new or rewritten on the hot site.

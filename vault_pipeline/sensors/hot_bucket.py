@@ -27,6 +27,7 @@ from dagster import (
     sensor,
 )
 
+from vault_pipeline.intake.changes import FeedUnavailable
 from vault_pipeline.intake.ingest import HotSiteUnavailable, IngestReport, ingest_batch
 from vault_pipeline.partitions import partition_key_for
 from vault_pipeline.resources import ColdSiteResource, S3SiteResource, TrackingDatabaseResource
@@ -84,17 +85,19 @@ def build_hot_bucket_sensor(
         job=job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
-        required_resource_keys=set(feed_keys.values()),
+        # By key rather than as typed parameters: which feed resources are required depends on the settings,
+        # and Dagster takes resource requirements one way or the other, not both.
+        required_resource_keys={"hot_site", "cold_site", "tracking_db", *feed_keys.values()},
         description=f"Reads the change feeds ({described}), registers new or changed documents and requests "
         "one replication run per day with pending documents.",
     )
-    def hot_bucket_sensor(
-        context: SensorEvaluationContext,
-        hot_site: S3SiteResource,
-        cold_site: ColdSiteResource,
-        tracking_db: TrackingDatabaseResource,
-    ) -> SensorResult:
+    def hot_bucket_sensor(context: SensorEvaluationContext, **_resources: Any) -> SensorResult:
+        # (A direct invocation, as in tests, also passes the required resources as keywords: the same objects
+        # as context.resources.)
         started = time.monotonic()
+        hot_site: S3SiteResource = context.resources.hot_site
+        cold_site: ColdSiteResource = context.resources.cold_site
+        tracking_db: TrackingDatabaseResource = context.resources.tracking_db
         cursors = FeedCursors.parse(context.cursor)
         store = tracking_db.store()
         summary: list[str] = []
@@ -107,9 +110,10 @@ def build_hot_bucket_sensor(
                 batch = feed.read(cursors.feeds.get(name), budget_seconds=budget, max_changes=max_changes)
                 report = ingest_batch(batch, client=hot_site.client(), bucket=hot_site.bucket, store=store,
                                       destination_bucket=cold_site.bucket, concurrency=head_concurrency)
-            except HotSiteUnavailable as exc:  # cursor kept: the same changes are read again next tick
-                context.log.warning(f"feed {name}: {exc}; its changes are read again next tick")
-                summary.append(f"{name}: hot site unavailable")
+            except (HotSiteUnavailable, FeedUnavailable) as exc:  # cursor kept: read again next tick
+                # One feed down neither stops the others nor the run requests; the tick's log says why.
+                context.log.error(f"feed {name}: {exc}; nothing of it was registered, it is read again next tick")
+                summary.append(f"{name}: unavailable")
                 continue
             cursors.feeds[name] = batch.cursor
             summary.append(_describe(name, report, batch.caught_up, batch.skipped))

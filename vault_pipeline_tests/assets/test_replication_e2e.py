@@ -128,10 +128,12 @@ def test_backfill_of_a_day_range_is_one_run_and_reports_skipped_objects(vault: V
     range_tags = {"dagster/asset_partition_range_start": week_ago,
                   "dagster/asset_partition_range_end": today_key()}
     job = vault.defs.resolve_job_def("replication_job")
+    vault.sweep()  # what the feeds and the hourly sweep do: the runs read the manifest
     run = job.execute_in_process(instance=vault.instance, tags=range_tags, raise_on_error=False)
     assert run.success  # what a UI backfill of the last eight days launches: a single run
     assert run.asset_materializations_for_node("cold_copies")[0].metadata["objects_copied"].value == 2
     vault.put("range/c.pdf", b"ccc", {"document-type": "invoice"})
+    vault.sweep()
     again = job.execute_in_process(instance=vault.instance, tags=range_tags, raise_on_error=False)
     metadata = again.asset_materializations_for_node("cold_copies")[0].metadata
     assert (metadata["objects_copied"].value, metadata["objects_skipped"].value) == (1, 2)

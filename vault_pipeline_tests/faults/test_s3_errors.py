@@ -32,20 +32,20 @@ def test_a_cold_site_that_keeps_answering_slowdown_fails_the_rows_clearly_then_r
 
 
 @pytest.mark.parametrize("cold_flavour", ["seaweedfs"], indirect=True)
-def test_hot_listings_faulted_during_sensor_ticks(faulty: Faulty) -> None:
-    """The sensor's ListObjectsV2 pages meet 503s and cut answers: a tick may fail, never lose a key; the
-    next tick finds everything and the run copies it."""
+def test_hot_listings_faulted_during_the_sweep(faulty: Faulty) -> None:
+    """The reconciliation sweep's ListObjectsV2 pages meet 503s and cut answers: a sweep may fail, never lose
+    a key; the next one resumes, finds everything and the run copies it."""
     faulty.put_mix(small=8, large=(6 * MiB,))
     faulty.hot.add(Rule("slowdown", methods={"GET"}, path=r"list-type=2", count=2),
                    Rule("truncate", methods={"GET"}, path=r"list-type=2", count=6))
     outcomes = []
     for _ in range(3):
         try:
-            outcomes.append(len(faulty.vault.run_sensor().run_requests or []))
-        except Exception as exc:  # a tick that fails is retried by the daemon at the next interval
+            outcomes.append(faulty.vault.sweep().objects_listed)
+        except Exception as exc:  # a failed sweep run stays open; the next one resumes it
             outcomes.append(f"{type(exc).__name__}: {str(exc)[:120]}")
     faulty.hot.clear()
     faulty.vault.run_sensor()
-    print(f"ticks under faults: {outcomes}; injected {dict(faulty.hot.counts())}")
+    print(f"sweeps under faults: {outcomes}; injected {dict(faulty.hot.counts())}")
     assert sum(faulty.hot.counts().values()) > 0
     faulty.recover_and_check()

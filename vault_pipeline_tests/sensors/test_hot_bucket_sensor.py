@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import pytest
 
@@ -71,3 +72,31 @@ def test_backlog_warning(vault: Vault, capfd: pytest.CaptureFixture[str]) -> Non
     vault.configure(VAULT_BACKLOG_WARNING_THRESHOLD="100")
     vault.run_sensor()
     assert "replication backlog" not in capfd.readouterr().err
+
+
+def test_the_filer_feed_registers_and_the_run_copies_without_any_listing(vault: Vault, hot_site: Any) -> None:
+    """`make run`'s detection: the SeaweedFS filer stream, read by the sensor tick, no sweep at all."""
+    vault.configure(VAULT_CHANGE_FEEDS="seaweedfs-filer",
+                    VAULT_SEAWEEDFS_FILER=f"127.0.0.1:{hot_site.ports.filer}.{hot_site.ports.filer_grpc}")
+    vault.put("feed/payslip é+%.pdf", b"%PDF feed", {"document-type": "payslip"})
+    result = vault.run_sensor(sweep=False)
+    assert [r.partition_key for r in result.run_requests] == [today_key()]
+    assert set(json.loads(result.cursor)["feeds"]) == {"seaweedfs-filer"}
+    assert vault.row("feed/payslip é+%.pdf")["status"] == "pending"
+    vault.put("feed/second.pdf")
+    again = vault.run_sensor(sweep=False)  # from the stored cursor: only what is new is HEADed
+    assert vault.row("feed/second.pdf")["status"] == "pending"
+    assert json.loads(again.cursor)["feeds"]["seaweedfs-filer"] >= json.loads(result.cursor)["feeds"]["seaweedfs-filer"]
+    assert vault.run_partition(today_key(), sweep=False).success
+    assert {r["status"] for r in vault.store.rows(vault.hot_bucket)} == {"replicated"}
+
+
+def test_a_feed_that_cannot_be_read_keeps_its_cursor_and_the_runs_are_still_requested(
+        vault: Vault, capfd: pytest.CaptureFixture[str]) -> None:
+    vault.configure(VAULT_CHANGE_FEEDS="seaweedfs-filer", VAULT_SEAWEEDFS_FILER="127.0.0.1:9.10009")
+    vault.put("swept.pdf")
+    vault.cursor = json.dumps({"feeds": {"seaweedfs-filer": "1700000000000000000"}})
+    result = vault.run_sensor()  # the sweep registered swept.pdf: its day is asked for all the same
+    assert [r.partition_key for r in result.run_requests] == [today_key()]
+    assert json.loads(result.cursor) == {"feeds": {"seaweedfs-filer": "1700000000000000000"}}
+    assert "feed seaweedfs-filer: filer 127.0.0.1:9.10009" in capfd.readouterr().err

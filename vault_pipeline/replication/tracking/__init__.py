@@ -10,6 +10,7 @@ One module per responsibility, one store that has them all:
     connection.py    pool, schema migrations, the audit log writer
     records.py       ClaimedRow, ReplicationOutcome, RegisterResult
     registration.py  listing pages diffed against the manifest
+    announcements.py what the application's table says of its documents, and which of its keys are registered
     claims.py        claims and leases
     results.py       verified copies and failures (rows, audit log, journal entries)
     hot_deletion.py  rows whose hot object may go, and the record that it went
@@ -17,6 +18,7 @@ One module per responsibility, one store that has them all:
     sweeps.py        the reconciliation sweep's ranges, progress and key samples
 """
 
+from vault_pipeline.replication.tracking.announcements import Announcements
 from vault_pipeline.replication.tracking.claims import Claims
 from vault_pipeline.replication.tracking.connection import TrackingDatabaseError, redact_dsn
 from vault_pipeline.replication.tracking.hot_deletion import HotDeletion
@@ -27,7 +29,7 @@ from vault_pipeline.replication.tracking.results import Results
 from vault_pipeline.replication.tracking.sweeps import SweepProgress, SweepRange, SweepRecord
 
 
-class TrackingStore(Registration, Claims, Results, HotDeletion, Reports, SweepProgress):
+class TrackingStore(Registration, Announcements, Claims, Results, HotDeletion, Reports, SweepProgress):
     """Thin data-access layer over the tracking database; one instance per process, thread-safe through its
     pool (see TrackingConnection)."""
 

@@ -152,7 +152,8 @@ _MARK_REPLICATED_SQL = """
         aws_version_id = u.ver, aws_etag = u.cetag, cold_upload_id = NULL,
         previous_cold_version_ids = ARRAY(SELECT jsonb_array_elements_text(u.prev)),
         replication_count = r.replication_count + CASE WHEN u.adopted THEN 0 ELSE 1 END,
-        document_id = u.docid::uuid, user_id = u.userid::uuid,
+        -- the hot object's metadata decides; without it, what the application's table announced stays
+        document_id = COALESCE(u.docid::uuid, r.document_id), user_id = COALESCE(u.userid::uuid, r.user_id),
         -- failed_at stays until the row is replicated (a row left pending for newer content keeps it)
         failed_at = CASE WHEN u.status = 'replicated' THEN NULL ELSE r.failed_at END,
         error_message = NULL, replicated_at = now(), verified_at = now(),
