@@ -62,7 +62,8 @@ def feed_resources(settings: VaultSettings) -> dict[str, object]:
             queue_url=settings.sqs_queue_url, endpoint_url=settings.sqs_endpoint,
             region=settings.sqs_region or settings.hot_region,
             access_key_id=optional_secret("VAULT_SQS_ACCESS_KEY_ID"),
-            secret_access_key=optional_secret("VAULT_SQS_SECRET_ACCESS_KEY"))
+            secret_access_key=optional_secret("VAULT_SQS_SECRET_ACCESS_KEY"),
+            session_token=optional_secret("VAULT_SQS_SESSION_TOKEN"))
     if "app-table" in settings.feeds:
         from vault_pipeline.resources.application_db import ApplicationDatabaseResource
 

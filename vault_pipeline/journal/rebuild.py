@@ -282,7 +282,8 @@ def _copy_entries(conn: psycopg.Connection, site: str, segment: StoredSegment) -
             " FROM STDIN") as copy:
         for entry, line in zip(segment.entries, lines, strict=True):
             text = line.decode("utf-8")
-            copy.write_row([site, entry["action"], entry["key"], entry.get("version_id"), text, entry["seq"], text,
+            # fields '{}': a sequenced entry's fields are its entry (journal/outbox.py sequence_batch)
+            copy.write_row([site, entry["action"], entry["key"], entry.get("version_id"), "{}", entry["seq"], text,
                             entry["entry_hash"], segment.key])
     conn.execute(
         "INSERT INTO vault_secure.journal_entries"

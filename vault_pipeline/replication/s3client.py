@@ -146,3 +146,10 @@ def _botocore_session() -> botocore.session.Session:
 @functools.cache
 def _session() -> boto3.session.Session:
     return boto3.session.Session(botocore_session=_botocore_session())
+
+
+def session_client(service: str, **kwargs: Any) -> Any:
+    """A boto3 client of `service` (SQS for the change feed) on the process's shared session: models loaded
+    and credentials resolved once. boto3 sessions are not thread-safe, hence the lock."""
+    with _SESSION_LOCK:
+        return _session().client(service, **kwargs)

@@ -6,10 +6,11 @@ import datetime as dt
 import json
 from typing import Any
 
+import psycopg
 import pytest
 
 from vault_pipeline.replication.inventory import ListedObject
-from vault_pipeline_tests.conftest import Vault, today_key
+from vault_pipeline_tests.conftest import Vault, fresh_database, today_key
 
 pytestmark = pytest.mark.parametrize("cold_flavour", ["seaweedfs"], indirect=True)
 
@@ -100,3 +101,30 @@ def test_a_feed_that_cannot_be_read_keeps_its_cursor_and_the_runs_are_still_requ
     assert [r.partition_key for r in result.run_requests] == [today_key()]
     assert json.loads(result.cursor) == {"feeds": {"seaweedfs-filer": "1700000000000000000"}}
     assert "feed seaweedfs-filer: filer 127.0.0.1:9.10009" in capfd.readouterr().err
+
+
+def test_the_application_table_feed_through_the_sensor(vault: Vault, pg_server: Any) -> None:
+    """The specification's source of new documents, read by the sensor: announced ids kept, no listing."""
+    app = iter(fresh_database(pg_server, "app"))
+    app_dsn = next(app)
+    try:
+        with psycopg.connect(app_dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE documents (id BIGSERIAL PRIMARY KEY, key TEXT NOT NULL, user_id UUID,"
+                         " created_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        vault.configure(VAULT_CHANGE_FEEDS="app-table", VAULT_APP_DATABASE_URL=app_dsn,
+                        VAULT_APP_USER_ID_COLUMN="user_id")
+        user = "6f1c2a4e-0d6b-4c53-9f43-2d6a3b3e8f10"
+        for key in ("app/invoice 1.pdf", "app/facture-é+%.pdf"):
+            vault.put(key, b"%PDF app", {"document-type": "invoice"})
+            with psycopg.connect(app_dsn, autocommit=True) as conn:
+                conn.execute("INSERT INTO documents (key, user_id) VALUES (%s, %s)", (key, user))
+        vault.put("app/not-announced.pdf")  # on the hot site, not in the table: the sweep's, not this feed's
+        result = vault.run_sensor(sweep=False)
+        assert [r.partition_key for r in result.run_requests] == [today_key()]
+        assert {r["s3_key"] for r in vault.store.rows(vault.hot_bucket)} == {"app/invoice 1.pdf",
+                                                                               "app/facture-é+%.pdf"}
+        assert vault.run_partition(today_key(), sweep=False).success
+        row = vault.row("app/invoice 1.pdf")
+        assert (row["status"], str(row["user_id"])) == ("replicated", user)  # announced, kept by the copy
+    finally:
+        next(app, None)

@@ -12,44 +12,52 @@ from psycopg.rows import dict_row
 
 from vault_pipeline.replication.tracking.connection import TrackingConnection
 
+# The sensor's questions, asked on every tick. Both are index-only scans of the small partial index
+# replication_status_work (migration 015: only rows that are not replicated, with every column these read),
+# however many replicated rows the table holds. Module constants: benchmarks/scalebench EXPLAINs them as is.
+DAYS_NEEDING_RUNS_SQL = """
+    SELECT partition_day, count(*), max(updated_at)
+    FROM vault_secure.replication_status
+    WHERE bucket_source = %s
+      AND (status = 'pending' OR (status = 'in_progress' AND lease_expires_at < now()))
+    GROUP BY partition_day ORDER BY partition_day
+"""
+PENDING_COUNT_SQL = (
+    "SELECT count(*) FROM vault_secure.replication_status WHERE bucket_source = %s"
+    " AND status IN ('pending', 'in_progress')"
+)
+
+
+def status_counts_query(source_bucket: str, first_day: dt.date | None,
+                        last_day: dt.date | None) -> tuple[str, list[Any]]:
+    """status_counts' statement and parameters: by day range, an index-only scan of replication_status_day
+    (migration 015, which carries ovh_size)."""
+    where, params = "bucket_source = %s", [source_bucket]
+    if first_day is not None and last_day is not None:
+        where += " AND partition_day BETWEEN %s AND %s"
+        params += [first_day, last_day]
+    return (f"SELECT status, count(*), COALESCE(sum(ovh_size), 0) FROM vault_secure.replication_status"
+            f" WHERE {where} GROUP BY status", params)
+
 
 class Reports(TrackingConnection):
     def status_counts(
         self, *, source_bucket: str, first_day: dt.date | None = None, last_day: dt.date | None = None
     ) -> dict[str, dict[str, int]]:
-        where, params = "bucket_source = %s", [source_bucket]
-        if first_day is not None and last_day is not None:
-            where += " AND partition_day BETWEEN %s AND %s"
-            params += [first_day, last_day]
+        query, params = status_counts_query(source_bucket, first_day, last_day)
         with self.pool.connection() as conn:
-            rows = conn.execute(
-                f"SELECT status, count(*), COALESCE(sum(ovh_size), 0) FROM vault_secure.replication_status"
-                f" WHERE {where} GROUP BY status",
-                params,
-            ).fetchall()
+            rows = conn.execute(query, params).fetchall()
         return {status: {"objects": int(n), "bytes": int(b)} for status, n, b in rows}
 
     def days_needing_runs(self, source_bucket: str) -> list[tuple[dt.date, int, dt.datetime]]:
         """Days with rows waiting for a copy (pending, or held by a worker whose lease expired)."""
         with self.pool.connection() as conn:
             return [(day, int(n), latest) for day, n, latest in conn.execute(
-                """
-                SELECT partition_day, count(*), max(updated_at)
-                FROM vault_secure.replication_status
-                WHERE bucket_source = %s
-                  AND (status = 'pending' OR (status = 'in_progress' AND lease_expires_at < now()))
-                GROUP BY partition_day ORDER BY partition_day
-                """,
-                (source_bucket,),
-            ).fetchall()]
+                DAYS_NEEDING_RUNS_SQL, (source_bucket,)).fetchall()]
 
     def pending_count(self, source_bucket: str) -> int:
         with self.pool.connection() as conn:
-            return int(conn.execute(
-                "SELECT count(*) FROM vault_secure.replication_status WHERE bucket_source = %s"
-                " AND status IN ('pending', 'in_progress')",
-                (source_bucket,),
-            ).fetchone()[0])
+            return int(conn.execute(PENDING_COUNT_SQL, (source_bucket,)).fetchone()[0])
 
     def failures(self, *, source_bucket: str, first_day: dt.date, last_day: dt.date,
                  limit: int = 50) -> list[dict[str, Any]]:
