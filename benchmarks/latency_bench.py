@@ -49,6 +49,7 @@ JOB = "replication_job"
 # The developer's shell must not change what is measured (a VAULT_SENSOR_INTERVAL_SECONDS there would).
 PIPELINE_VARIABLES = ("VAULT_", "OVH_S3_", "AWS_S3_", "REPLICATION_CONCURRENCY", "DELETE_FROM_OVH_AFTER_REPLICATION",
                       "DAGSTER_HOME")
+SENSOR_LOOP_S = 5.0  # dagster/_daemon/sensor.py MIN_INTERVAL_LOOP_TIME
 ACTIVE_RUN_STATUSES = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
 
 
@@ -65,8 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (stack data, dev.log)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory of latency_bench.json and .md")
     args = parser.parse_args(argv)
-    if args.uploads < 1 or args.mean_gap <= 0 or (args.sensor_interval is not None and args.sensor_interval < 5):
-        parser.error("--uploads must be >= 1, --mean-gap > 0 and --sensor-interval >= 5")
+    if args.uploads < 1 or args.mean_gap <= 0 or (args.sensor_interval is not None and args.sensor_interval < 1):
+        parser.error("--uploads must be >= 1, --mean-gap > 0 and --sensor-interval >= 1")
     return args
 
 
@@ -108,7 +109,9 @@ def measure(server: DevServer, args: argparse.Namespace) -> dict[str, Any]:
     api = DagsterApi(server.ui_url)
     log(f"stack up (Dagster UI {server.ui_url}); waiting for the code location and the first sensor tick")
     state = server.wait_for_sensor(api, SENSOR)
-    interval = float(state["minIntervalSeconds"])
+    # A tick comes at Dagster's sensor loop's wakes (every SENSOR_LOOP_S) once the interval has passed: the
+    # period the target is stated in is the longer of the two (issue 14 set the interval to 4 s).
+    interval = max(float(state["minIntervalSeconds"]), SENSOR_LOOP_S)
     env = server.env
     hot = s3_client(env["OVH_S3_ENDPOINT"], env["OVH_S3_ACCESS_KEY_ID"], env["OVH_S3_SECRET_ACCESS_KEY"])
     bucket, dsn = env["OVH_S3_BUCKET_DOCUMENTS"], env["VAULT_DATABASE_URL"]
