@@ -7,38 +7,27 @@ each tick, so the feed (its read-only connection pool, its validated statements)
 
 from __future__ import annotations
 
-import threading
-
 from dagster import ConfigurableResource
 
 from vault_pipeline.intake.app_table_feed import AppTableConfig, AppTableFeed, AppTableSource, parse_cursor_columns
 from vault_pipeline.intake.changes import ChangeFeed
+from vault_pipeline.resources.change_feeds import FeedCache
 from vault_pipeline.resources.tracking_db import shared_store
 
-_feeds: dict[tuple[str, str, AppTableConfig, str], AppTableFeed] = {}
-_feeds_lock = threading.Lock()
+_feeds: FeedCache[AppTableFeed] = FeedCache()
 
 
 def shared_app_table_feed(dsn: str, tracking_dsn: str, config: AppTableConfig, hot_bucket: str) -> AppTableFeed:
     """One feed per application database, tracking database, configuration and bucket per process. The
     configuration is checked against the database when the feed is made (AppTableConfigError names the
     variable); a feed that could not be made is tried again on the next tick."""
-    key = (dsn, tracking_dsn, config, hot_bucket)
-    with _feeds_lock:
-        feed = _feeds.get(key)
-        if feed is None:
-            feed = AppTableFeed(AppTableSource(dsn, config), shared_store(tracking_dsn), hot_bucket=hot_bucket)
-            _feeds[key] = feed
-        return feed
+    return _feeds.get((dsn, tracking_dsn, config, hot_bucket), lambda: AppTableFeed(
+        AppTableSource(dsn, config), shared_store(tracking_dsn), hot_bucket=hot_bucket))
 
 
 def close_shared_app_table_feeds() -> None:
     """Close and forget every cached feed (tests dropping their databases, CLI commands at exit)."""
-    with _feeds_lock:
-        feeds = list(_feeds.values())
-        _feeds.clear()
-    for feed in feeds:
-        feed.close()
+    _feeds.close_all()
 
 
 class ApplicationDatabaseResource(ConfigurableResource):

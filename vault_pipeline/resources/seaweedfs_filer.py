@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 from dagster import ConfigurableResource
 
 from vault_pipeline.intake.changes import ChangeFeed
 from vault_pipeline.intake.filer_feed import SeaweedFilerFeed
+from vault_pipeline.resources.change_feeds import FeedCache
 
-_feeds: dict[tuple[str, str, str], SeaweedFilerFeed] = {}
-_feeds_lock = threading.Lock()
+_feeds: FeedCache[SeaweedFilerFeed] = FeedCache()
 
 
 class SeaweedFilerResource(ConfigurableResource):
@@ -22,9 +20,5 @@ class SeaweedFilerResource(ConfigurableResource):
 
     def feed(self, *, hot_bucket: str) -> ChangeFeed:
         """One feed per filer and bucket per process (Dagster rebuilds resources on every tick)."""
-        key = (self.address, self.buckets_path, hot_bucket)
-        with _feeds_lock:
-            feed = _feeds.get(key)
-            if feed is None:
-                feed = _feeds[key] = SeaweedFilerFeed(self.address, hot_bucket, buckets_path=self.buckets_path)
-            return feed
+        return _feeds.get((self.address, self.buckets_path, hot_bucket),
+                          lambda: SeaweedFilerFeed(self.address, hot_bucket, buckets_path=self.buckets_path))

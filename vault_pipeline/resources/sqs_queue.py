@@ -7,34 +7,24 @@ tick and Dagster builds resources again for each tick, so the feed (and its clie
 
 from __future__ import annotations
 
-import threading
-
 from dagster import ConfigurableResource
 
 from vault_pipeline.intake.changes import ChangeFeed
 from vault_pipeline.intake.sqs_feed import SqsChangeFeed, SqsQueueConfig, make_sqs_client
+from vault_pipeline.resources.change_feeds import FeedCache
 
-_feeds: dict[tuple[SqsQueueConfig, str], SqsChangeFeed] = {}
-_feeds_lock = threading.Lock()
+_feeds: FeedCache[SqsChangeFeed] = FeedCache()
 
 
 def shared_sqs_feed(config: SqsQueueConfig, hot_bucket: str) -> SqsChangeFeed:
     """One feed per queue configuration and bucket per process."""
-    with _feeds_lock:
-        feed = _feeds.get((config, hot_bucket))
-        if feed is None:
-            feed = SqsChangeFeed(make_sqs_client(config), config.queue_url, hot_bucket)
-            _feeds[(config, hot_bucket)] = feed
-        return feed
+    return _feeds.get((config, hot_bucket),
+                      lambda: SqsChangeFeed(make_sqs_client(config), config.queue_url, hot_bucket))
 
 
 def close_shared_sqs_feeds() -> None:
     """Close and forget every cached feed (tests, CLI commands at exit)."""
-    with _feeds_lock:
-        feeds = list(_feeds.values())
-        _feeds.clear()
-    for feed in feeds:
-        feed.close()
+    _feeds.close_all()
 
 
 class SqsQueueResource(ConfigurableResource):
