@@ -33,8 +33,14 @@ from vault_pipeline_tests.stackfixtures import stack_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[2]
-TODAY = dt.datetime.now(dt.UTC).date()
-DAY = partition_key_for(TODAY)
+
+
+def today() -> dt.date:  # read at each use: the module's tests may cross midnight
+    return dt.datetime.now(dt.UTC).date()
+
+
+def day() -> str:
+    return partition_key_for(today())
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +96,7 @@ def run_with_hot_site_down(dev: DevServer, monkeypatch: pytest.MonkeyPatch) -> b
         for name, value in {**dev.env, "OVH_S3_ENDPOINT": "http://127.0.0.1:9", "VAULT_MAX_ATTEMPTS": "1"}.items():
             patch.setenv(name, value)
         job = build_definitions(load_settings()[0]).resolve_job_def("replication_job")
-        result = job.execute_in_process(partition_key=DAY,
+        result = job.execute_in_process(partition_key=day(),
                                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
     return result.success
 
@@ -141,7 +147,7 @@ def test_failed_rows_are_shown_then_retried_through_a_dagster_run(dev: DevServer
     assert status.returncode == 1, status.stderr
     report = json.loads(status.stdout)
     assert report["failed_rows"]["objects"] == 4
-    assert report["failed_rows"]["days"] == {TODAY.isoformat(): 4}
+    assert report["failed_rows"]["days"] == {today().isoformat(): 4}
     assert report["by_document_type"]["unclassified"]["failed"] == 4  # never copied: no policy applied yet
     assert "Could not connect" in report["failed_rows"]["latest"][0]["error"]
     assert any("4 failed object(s)" in line and "retry-failed" in line for line in report["attention"])
@@ -149,11 +155,11 @@ def test_failed_rows_are_shown_then_retried_through_a_dagster_run(dev: DevServer
     assert "failed rows   4 on 1 day(s)" in text and "needs attention:" in text
 
     dry = cli(dev, "retry-failed", "--dry-run")
-    assert dry.returncode == 0 and f"4 failed row(s) on 1 day(s): {TODAY} (4)" in dry.stdout
+    assert dry.returncode == 0 and f"4 failed row(s) on 1 day(s): {today()} (4)" in dry.stdout
 
-    retried = cli(dev, "retry-failed", "--day", TODAY.isoformat())
+    retried = cli(dev, "retry-failed", "--day", today().isoformat())
     assert retried.returncode == 1, retried.stdout + retried.stderr  # gone.pdf is still failed
-    assert f"{TODAY}: run FAILURE; 3 row(s) copied and verified, 1 still failed" in retried.stdout
+    assert f"{today()}: run FAILURE; 3 row(s) copied and verified, 1 still failed" in retried.stdout
     assert "'retry/gone.pdf'" in retried.stdout
     final = rows(dev, "retry/")
     assert {k: r["status"] for k, r in final.items()} == {
@@ -166,7 +172,7 @@ def test_failed_rows_are_shown_then_retried_through_a_dagster_run(dev: DevServer
     assert "1 of them deleted from the hot site before their copy" in cli(dev, "status").stdout
     runs = [r for r in DagsterApi(dev.ui_url).runs("replication_job")
             if r["tags"].get("vault/trigger") == "retry-failed"]
-    assert len(runs) == 1 and runs[0]["tags"]["dagster/partition"] == DAY
+    assert len(runs) == 1 and runs[0]["tags"]["dagster/partition"] == day()
     assert runs[0]["tags"]["vault/failed_rows"] == "4"
 
 
@@ -175,20 +181,20 @@ def test_a_failed_check_is_shown_with_its_key(dev: DevServer) -> None:
     client.put_object(Bucket=bucket, Key="checked/fine.pdf", Body=b"fine", Metadata={"document-type": "invoice"})
     register(dev)
     api = DagsterApi(dev.ui_url)
-    assert wait_for_run(api, api.launch_run("replication_job", partition=DAY)) in (
+    assert wait_for_run(api, api.launch_run("replication_job", partition=day())) in (
         "SUCCESS", "FAILURE")  # FAILURE when the previous test's unrecoverable row is still there
     assert rows(dev, "checked/")["checked/fine.pdf"]["status"] == "replicated"
     # A forged version on top of the locked copy: the checksum check must name the key.
     cold(dev).put_object(Bucket=dev.env["AWS_S3_BUCKET_DOCUMENTS_COLD"], Key="checked/fine.pdf", Body=b"forged",
                          ChecksumAlgorithm="SHA256")
-    assert wait_for_run(api, api.launch_run("cold_copies_checks_job", partition=DAY)) == "FAILURE"
+    assert wait_for_run(api, api.launch_run("cold_copies_checks_job", partition=day())) == "FAILURE"
 
     status = cli(dev, "status", "--json")
     assert status.returncode == 1
     report = json.loads(status.stdout)
     failed = {c["check"]: c for c in report["failed_checks"]}
     assert "cold_copies:checksum" in failed, report["failed_checks"]
-    assert failed["cold_copies:checksum"]["day"] == DAY
+    assert failed["cold_copies:checksum"]["day"] == day()
     assert "checked/fine.pdf" in failed["cold_copies:checksum"]["failing_keys"]
     assert any(line.startswith("check cold_copies:checksum failed for") and "checked/fine.pdf" in line
                for line in report["attention"])
@@ -199,8 +205,8 @@ def test_a_failed_check_is_shown_with_its_key(dev: DevServer) -> None:
         conn.execute("UPDATE vault_secure.replication_status SET replicated_at = now() - interval '31 days'")
     report = json.loads(cli(dev, "status", "--json").stdout)
     assert report["verification"]["overdue_days"] == 1
-    assert report["verification"]["oldest_overdue_day"] == TODAY.isoformat()
-    assert f"1 day(s) not verified within 30 days (oldest {TODAY})" in report["attention"]
+    assert report["verification"]["oldest_overdue_day"] == today().isoformat()
+    assert f"1 day(s) not verified within 30 days (oldest {today()})" in report["attention"]
 
 
 def test_errors_are_one_line_with_a_non_zero_exit(dev: DevServer) -> None:

@@ -21,7 +21,10 @@ from vault_pipeline.replication.spool import MiB
 from vault_pipeline_tests.conftest import Vault, sql
 
 LARGE = 6 * MiB + 123  # two parts of 5 MiB
-TODAY = dt.datetime.now(dt.UTC).date
+
+
+def TODAY() -> dt.date:  # read at each use: a suite may cross midnight
+    return dt.datetime.now(dt.UTC).date()
 
 
 class Hooked:
