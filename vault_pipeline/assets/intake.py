@@ -65,7 +65,7 @@ def hot_bucket_sweep(
     try:
         report = run_sweep(hot_site.client(), hot_site.bucket, tracking_db.store(),
                            destination_bucket=cold_site.bucket, listers=listers, page_size=intake.sweep_page_size,
-                           run_id=context.run.run_id, deadline=deadline, on_page=on_range)
+                           run_id=context.run.run_id, deadline=deadline, on_range=on_range)
     except SweepBusy as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
     state = "finished" if report.finished else "interrupted (the next run resumes it)"

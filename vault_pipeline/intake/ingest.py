@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from vault_pipeline.intake.changes import Change, FeedBatch
 from vault_pipeline.replication.errors import describe_s3_error, hot_object_missing, s3_answer
-from vault_pipeline.replication.inventory import PROBE_PREFIX, ListedObject, strip_etag
+from vault_pipeline.replication.inventory import ListedObject, is_document, strip_etag
 from vault_pipeline.replication.tracking import TrackingStore
 
 
@@ -49,12 +49,6 @@ class IngestReport:
         if other.oldest_seen_at and (self.oldest_seen_at is None or other.oldest_seen_at < self.oldest_seen_at):
             self.oldest_seen_at = other.oldest_seen_at
         self.duration_s += other.duration_s
-
-
-def is_document_key(key: str, size: int | None) -> bool:
-    """Folder markers (zero-byte keys ending in "/") and the pipeline's own probes are not documents,
-    exactly as a listing page treats them (inventory.list_page)."""
-    return not (key.startswith(PROBE_PREFIX) or (key.endswith("/") and size in (0, None)))
 
 
 def _head(client: Any, bucket: str, change: Change) -> ListedObject | str | None:
@@ -95,7 +89,7 @@ def resolve(client: Any, bucket: str, changes: Sequence[Change], *, concurrency:
                     report.refused.append((change.key, found))
                 else:
                     objects.append(found)
-    documents = [o for o in objects if is_document_key(o.key, o.size)]
+    documents = [o for o in objects if is_document(o.key, o.size)]
     report.not_documents += len(objects) - len(documents)
     return documents
 
@@ -107,7 +101,7 @@ def ingest(batch_changes: Iterable[Change], *, client: Any, bucket: str, store: 
     started = time.monotonic()
     changes = list(batch_changes)
     report = IngestReport(changes=len(changes))
-    candidates = [c for c in changes if is_document_key(c.key, c.size)]
+    candidates = [c for c in changes if is_document(c.key, c.size)]
     report.not_documents = len(changes) - len(candidates)
     objects = resolve(client, bucket, candidates, concurrency=concurrency, report=report)
     if objects:

@@ -13,7 +13,6 @@ dense range does not hold the sweep back.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import queue
 import threading
 import time
@@ -22,10 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from vault_pipeline.replication.inventory import PROBE_PREFIX, ListedObject, strip_etag
+from vault_pipeline.replication.inventory import list_page
 from vault_pipeline.replication.tracking import SweepRange, SweepRecord, TrackingStore
 
-log = logging.getLogger(__name__)
 RANGES_PER_LISTER = 4
 
 
@@ -72,57 +70,36 @@ def plan_sweep(store: TrackingStore, bucket: str, *, listers: int, run_id: str |
     return store.create_sweep(bucket, listers=listers, split_points=points, split_source=source, run_id=run_id), False
 
 
-def _page(client: Any, bucket: str, start_after: str | None, page_size: int) -> tuple[list[dict[str, Any]], bool]:
-    kwargs: dict[str, Any] = {"Bucket": bucket, "MaxKeys": page_size}
-    if start_after is not None:
-        kwargs["StartAfter"] = start_after
-    response = client.list_objects_v2(**kwargs)
-    return response.get("Contents", []), bool(response.get("IsTruncated"))
-
-
 def sweep_range(client: Any, bucket: str, store: TrackingStore, key_range: SweepRange, *, destination_bucket: str,
                 page_size: int, report: SweepReport, lock: threading.Lock,
                 should_stop: Callable[[], bool]) -> None:
     """List one range from where it stopped to its end, registering and recording each page."""
     after = key_range.resume_after
-    end = key_range.end_key
     first = True
     while first or not should_stop():  # at least one page: every run advances the sweep
         first = False
         started = time.monotonic()
-        items, truncated = _page(client, bucket, after, page_size)
-        within = [i for i in items if end is None or i["Key"] <= end]  # code point order = UTF-8 byte order
-        done = not truncated or len(within) < len(items) or not items
-        markers = 0
-        objects: list[ListedObject] = []
-        for item in within:
-            key = item["Key"]
-            if key.endswith("/") and item["Size"] == 0:
-                markers += 1
-            elif not key.startswith(PROBE_PREFIX):
-                objects.append(ListedObject(key, strip_etag(item.get("ETag")), int(item["Size"]),
-                                            item["LastModified"].astimezone(dt.UTC)))
-        result = store.register(objects, source_bucket=bucket, destination_bucket=destination_bucket)
-        last = within[-1]["Key"] if within else None
-        store.advance_range(key_range.sweep_id, key_range.range_no, last_key=last, objects=len(within),
-                            new=result.new, changed=result.changed, seconds=time.monotonic() - started,
-                            sample=last, done=done)
+        page = list_page(client, bucket, start_after=after, end_key=key_range.end_key, page_size=page_size)
+        result = store.register(page.objects, source_bucket=bucket, destination_bucket=destination_bucket)
+        store.advance_range(key_range.sweep_id, key_range.range_no, last_key=page.last_key,
+                            objects=page.keys_listed, new=result.new, changed=result.changed,
+                            seconds=time.monotonic() - started, sample=page.last_key, done=page.complete)
         with lock:
             report.pages += 1
-            report.objects_listed += len(within)
+            report.objects_listed += page.keys_listed
             report.new += result.new
             report.changed += result.changed
-            report.folder_markers += markers
+            report.folder_markers += page.folder_markers
             for day, n in result.days.items():
                 report.days[day] = report.days.get(day, 0) + n
-        if done:
+        if page.complete:
             return
-        after = last
+        after = page.last_key
 
 
 def run_sweep(client: Any, bucket: str, store: TrackingStore, *, destination_bucket: str, listers: int = 8,
               page_size: int = 1000, run_id: str | None = None, deadline: float | None = None,
-              on_page: Callable[[SweepReport], None] | None = None) -> SweepReport:
+              on_range: Callable[[SweepReport], None] | None = None) -> SweepReport:
     """Sweep the bucket (or finish its interrupted sweep). `deadline` (time.monotonic()) stops listing after
     the pages in flight: the sweep stays open and the next call resumes it. Raises SweepBusy when another
     process sweeps the bucket."""
@@ -157,8 +134,8 @@ def run_sweep(client: Any, bucket: str, store: TrackingStore, *, destination_buc
                 except BaseException as exc:  # the others stop after their page; the sweep stays resumable
                     failure.append(exc)
                     return
-                if on_page is not None:
-                    on_page(report)
+                if on_range is not None:  # after each range (the asset logs progress)
+                    on_range(report)
 
         with ThreadPoolExecutor(max_workers=listers, thread_name_prefix="sweep-lister") as pool:
             for future in [pool.submit(lister) for _ in range(listers)]:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from vault_pipeline.replication.tracking.connection import TrackingConnection
 
-SWEEP_LOCK_BASE = 0x7377656570  # "sweep": advisory lock of a bucket's sweep (plus hashtext of the bucket)
+# The advisory lock of a bucket's sweep: this class (int4, from "sweep") and hashtext(bucket).
+SWEEP_LOCK_CLASS = 0x7377656570 & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,13 @@ class SweepProgress(TrackingConnection):
             conn.autocommit = True
             try:
                 got = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                                   (SWEEP_LOCK_BASE & 0x7FFFFFFF, bucket)).fetchone()[0]
+                                   (SWEEP_LOCK_CLASS, bucket)).fetchone()[0]
                 try:
                     yield bool(got)
                 finally:
                     if got:
                         conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
-                                     (SWEEP_LOCK_BASE & 0x7FFFFFFF, bucket))
+                                     (SWEEP_LOCK_CLASS, bucket))
             finally:
                 conn.autocommit = False
 
