@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dagster import (
     AssetSelection,
-    DagsterRunStatus,
     DefaultScheduleStatus,
     RunRequest,
-    RunsFilter,
     ScheduleDefinition,
     ScheduleEvaluationContext,
     SkipReason,
@@ -16,16 +14,13 @@ from dagster import (
 )
 
 from vault_pipeline.assets.intake import hot_bucket_sweep
+from vault_pipeline.jobs.runs import run_in_flight
 
 reconciliation_sweep_job = define_asset_job(
     name="reconciliation_sweep_job",
     selection=AssetSelection.assets(hot_bucket_sweep),
     description="Lists the whole hot bucket in parallel key ranges and registers every document.",
 )
-
-UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-              DagsterRunStatus.STARTED]
-
 
 def build_reconciliation_sweep_schedule(cron: str) -> ScheduleDefinition:
     @schedule(
@@ -38,10 +33,9 @@ def build_reconciliation_sweep_schedule(cron: str) -> ScheduleDefinition:
         "A tick while a sweep still runs is skipped: that sweep is the one to finish.",
     )
     def reconciliation_sweep_schedule(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
-        running = context.instance.get_run_records(
-            RunsFilter(job_name=reconciliation_sweep_job.name, statuses=UNFINISHED), limit=1)
+        running = run_in_flight(context.instance, reconciliation_sweep_job.name)
         if running:
-            return SkipReason(f"sweep run {running[0].dagster_run.run_id} has not finished")
+            return SkipReason(f"sweep run {running} has not finished")
         return RunRequest(tags={"vault/trigger": "reconciliation_sweep_schedule"})
 
     return reconciliation_sweep_schedule

@@ -10,10 +10,8 @@ new sample) every VAULT_RESTORE_DRILL_POLL_MINUTES, never while a drill run is i
 import time
 
 from dagster import (
-    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
-    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
@@ -21,11 +19,9 @@ from dagster import (
 )
 
 from vault_pipeline.jobs.restore_drill import DRILL_OP, restore_drill_job
+from vault_pipeline.jobs.runs import run_in_flight
 from vault_pipeline.resources import ColdSiteResource, TrackingDatabaseResource
 from vault_pipeline.retrieval.drill_store import DrillStore
-
-IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-             DagsterRunStatus.STARTED]
 
 
 def build_restore_drill_followup_sensor(minimum_interval_seconds: int) -> SensorDefinition:
@@ -43,10 +39,9 @@ def build_restore_drill_followup_sensor(minimum_interval_seconds: int) -> Sensor
         pending = DrillStore(tracking_db.store()).pending_count(cold_site.bucket)
         if not pending:
             return SkipReason("no restore drill item is pending")
-        running = context.instance.get_run_records(
-            filters=RunsFilter(job_name=restore_drill_job.name, statuses=IN_FLIGHT), limit=1)
+        running = run_in_flight(context.instance, restore_drill_job.name)
         if running:
-            return SkipReason(f"{pending} item(s) pending; run {running[0].dagster_run.run_id} is on it")
+            return SkipReason(f"{pending} item(s) pending; run {running} is on it")
         slot = int(time.time() // minimum_interval_seconds)
         return RunRequest(
             run_key=f"restore-drill-followup:{slot}",  # a repeated tick in the same interval asks nothing new
