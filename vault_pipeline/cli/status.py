@@ -27,6 +27,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--days", type=int, default=7, help="recent days listed with their verification (7)")
     add_dagster_url_argument(parser)
     parser.add_argument("--no-dagster", action="store_true", help="do not ask Dagster (database facts only)")
+    parser.add_argument("--no-workers", action="store_true",
+                        help="do not ask the Celery workers (with VAULT_CELERY_BROKER_URL set, they are asked)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,11 +38,16 @@ def run(args: argparse.Namespace) -> int:
 
     settings, _ = load_settings()
     api = None if args.no_dagster else DagsterApi(dagster_url(args), timeout=15)
+    cluster = None
+    if not args.no_workers:
+        from vault_pipeline.cluster.inspect import cluster_status
+
+        cluster = cluster_status()
     with tracking_connection() as conn:
         report = collect_status(conn, api, source_bucket=hot_bucket(args),
                                 period_days=settings.verification_period_days,
                                 sensor_interval_seconds=settings.sensor_interval_seconds,
-                                recent_days=max(0, args.days))
+                                recent_days=max(0, args.days), cluster=cluster)
     print(report.to_json() if args.json else render(report))
     return EXIT_PROBLEMS if report.attention else EXIT_OK
 
@@ -110,6 +117,20 @@ def render(report: Any) -> str:
         row("last run", "none" if run is None else
             f"replication_job {run['partition'] or '(no day)'} {run['status']} {_ago(run['created_at'], now)}"
             f" ({dagster['url']}/runs/{run['run_id']})")
+
+    cluster = report.cluster
+    if not cluster.get("configured"):
+        row("workers", "none: runs are processes of the daemon's machine (no VAULT_CELERY_BROKER_URL)")
+    elif cluster.get("error"):
+        row("workers", f"unknown: {cluster['error']}")
+    else:
+        row("workers", f"{len(cluster['workers'])} Celery worker(s) on queue {cluster['queue']!r} "
+            f"({cluster['broker']}), {cluster['queued_runs']} run(s) waiting for one")
+        for worker in cluster["workers"]:
+            runs = ", ".join(f"run {r['run_id'] or r['task_id']}"
+                             + (f" for {duration(now.timestamp() - r['started_at'])}" if r["started_at"] else "")
+                             for r in worker["active"]) or "idle"
+            row("", f"{worker['name']} (pid {worker['pid']}, {worker['pool_processes']} at once): {runs}")
 
     verification = report.verification
     row("verification", f"every day re-verified within {verification['period_days']} days: "

@@ -45,6 +45,7 @@ class StatusReport:
     open_alerts: list[dict[str, Any]]
     dagster: dict[str, Any]
     failed_checks: list[dict[str, Any]]
+    cluster: dict[str, Any] = field(default_factory=lambda: {"configured": False})
     attention: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -267,6 +268,13 @@ def needs_attention(report: StatusReport, *, now: dt.datetime, sensor_interval_s
             if age > max(3 * sensor_interval_seconds, 120):
                 lines.append(f"{SENSOR} last ticked {age:.0f} s ago (interval {sensor_interval_seconds:.0f} s): "
                              "is the Dagster daemon running?")
+    cluster = report.cluster
+    if cluster.get("configured"):
+        if cluster.get("error"):
+            lines.append(f"Celery cluster: {cluster['error']}: no run can be launched")
+        elif not cluster["workers"]:
+            lines.append(f"Celery cluster: no worker answers on queue {cluster['queue']!r}: launched runs wait"
+                         + (f" ({cluster['queued_runs']} queued)" if cluster.get("queued_runs") else ""))
     waiting = report.oldest_waiting
     if waiting and waiting["waiting_seconds"] > max(10 * sensor_interval_seconds, 3600):
         lines.append(f"oldest waiting object {waiting['key']!r} has waited {waiting['waiting_seconds'] / 3600:.1f} h")
@@ -274,7 +282,8 @@ def needs_attention(report: StatusReport, *, now: dt.datetime, sensor_interval_s
 
 
 def collect_status(conn: Any, api: DagsterApi | None, *, source_bucket: str | None, period_days: int,
-                   sensor_interval_seconds: float, recent_days: int = RECENT_DAYS) -> StatusReport:
+                   sensor_interval_seconds: float, recent_days: int = RECENT_DAYS,
+                   cluster: dict[str, Any] | None = None) -> StatusReport:
     db = database_status(conn, source_bucket, period_days=period_days, recent_days=recent_days)
     if api is None:
         dagster, checks = {"url": None, "error": "no Dagster URL configured (VAULT_DAGSTER_URL)"}, None
@@ -289,6 +298,7 @@ def collect_status(conn: Any, api: DagsterApi | None, *, source_bucket: str | No
         by_document_type=db["by_document_type"], backlog=db["backlog"], oldest_waiting=db["oldest_waiting"],
         recent_copies=db["recent_copies"], failed_rows=db["failed_rows"], verification=db["verification"],
         open_alerts=db["open_alerts"], dagster=dagster, failed_checks=checks,
+        cluster=cluster or {"configured": False},
     )
     report.attention = needs_attention(report, now=db["now"], sensor_interval_seconds=sensor_interval_seconds)
     return report

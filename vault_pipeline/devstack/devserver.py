@@ -15,11 +15,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from vault_pipeline.dagster_api import DagsterApi, DagsterApiError
 from vault_pipeline.devstack.ports import LOOPBACK, SITE_PORT_BLOCK, find_free_port_block
 from vault_pipeline.devstack.process import DevStackError, start_process, stop_process, tail
 from vault_pipeline.devstack.stack import DevStack
+from vault_pipeline.devstack.workers import read_cluster_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_ATTEMPTS = 3
@@ -28,20 +30,24 @@ DAGSTER_TIMEOUT_S = 240.0  # webserver answering, code location loaded, first se
 STOP_TIMEOUT_S = 120.0  # Dagster's own 20 s, then the sites and PostgreSQL
 
 
-def free_ports() -> dict[str, int]:
-    """PostgreSQL, the two SeaweedFS blocks and the Dagster UI: free now, none overlapping another."""
+def free_ports(redis: bool = False) -> dict[str, int]:
+    """PostgreSQL, the two SeaweedFS blocks, the Dagster UI (and Redis): free now, none overlapping another."""
     while True:
         ports = {"pg": find_free_port_block(1), "hot": find_free_port_block(SITE_PORT_BLOCK),
-                 "cold": find_free_port_block(SITE_PORT_BLOCK), "ui": find_free_port_block(1)}
+                 "cold": find_free_port_block(SITE_PORT_BLOCK), "ui": find_free_port_block(1),
+                 **({"redis": find_free_port_block(1)} if redis else {})}
         taken = [*range(ports["hot"], ports["hot"] + SITE_PORT_BLOCK),
-                 *range(ports["cold"], ports["cold"] + SITE_PORT_BLOCK), ports["pg"], ports["ui"]]
+                 *range(ports["cold"], ports["cold"] + SITE_PORT_BLOCK), ports["pg"], ports["ui"],
+                 *([ports["redis"]] if redis else [])]
         if len(set(taken)) == len(taken):
             return ports
 
 
 class DevServer:
-    def __init__(self, root: Path, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, log_path: Path, extra_env: dict[str, str] | None = None, workers: int = 0) -> None:
+        """`workers` > 0: the cluster of `make run-cluster` (Redis and that many Celery workers)."""
         self.root, self.log_path, self.extra_env = root, log_path, dict(extra_env or {})
+        self.workers = workers
         self.process: subprocess.Popen[bytes] | None = None
         self.ports: dict[str, int] = {}
         self.env: dict[str, str] = {}
@@ -53,9 +59,10 @@ class DevServer:
     def start(self) -> DevServer:
         """Start on free ports (new ones if a server could not bind), wait for the stack's settings."""
         for attempt in range(1, START_ATTEMPTS + 1):
-            self.ports = free_ports()
+            self.ports = free_ports(redis=self.workers > 0)
             command = [sys.executable, "-m", "vault_pipeline.devstack.run_dev", str(self.root),
-                       *(arg for name, port in self.ports.items() for arg in (f"--{name}-port", str(port)))]
+                       *(arg for name, port in self.ports.items() for arg in (f"--{name}-port", str(port))),
+                       *(["--workers", str(self.workers)] if self.workers else [])]
             # From the main thread: the child's parent-death signal fires when the forking thread ends.
             self.process = start_process(command, log_path=self.log_path, env=self.extra_env, cwd=REPO_ROOT)
             try:
@@ -77,6 +84,19 @@ class DevServer:
                 time.sleep(0.5)
         raise DevStackError(f"the embedded stack did not start within {STACK_TIMEOUT_S:.0f} s:\n"
                             f"{tail(self.log_path)}")
+
+    def wait_for_cluster(self, timeout: float = DAGSTER_TIMEOUT_S) -> dict[str, Any]:
+        """The cluster's Redis and workers (cluster.json), once every worker is ready."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive("the cluster")
+            try:
+                return read_cluster_file(self.root)
+            except DevStackError:
+                if time.monotonic() > deadline:
+                    raise DevStackError(f"the cluster's workers not ready within {timeout:.0f} s:\n"
+                                        f"{tail(self.log_path)}") from None
+                time.sleep(0.5)
 
     def wait_for_sensor(self, api: DagsterApi, sensor: str) -> dict[str, object]:
         """Wait until the webserver answers, the sensor is RUNNING and has finished one tick (the daemon

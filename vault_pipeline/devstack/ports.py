@@ -5,6 +5,7 @@
     hot S3 site     127.0.0.1:19000  (SeaweedFS block 19000-19019)
     cold S3 site    127.0.0.1:19100  (SeaweedFS block 19100-19119; the moto flavour uses 19100 only)
     Dagster UI      127.0.0.1:3000
+    Redis           127.0.0.1:16379  (`make run-cluster` only: the Celery broker and result backend)
 
 A SeaweedFS site (`weed mini`) opens eleven TCP ports. Each is passed explicitly, bound to 127.0.0.1, and
 taken from a block of SITE_PORT_BLOCK ports starting at the site's S3 port (`base`):
@@ -38,6 +39,7 @@ POSTGRES_PORT = 15432
 HOT_S3_PORT = 19000
 COLD_S3_PORT = 19100
 DAGSTER_UI_PORT = 3000
+REDIS_PORT = 16379
 SITE_PORT_BLOCK = 20  # ports base .. base + 19 belong to one SeaweedFS site
 
 # Random blocks for tests never overlap the fixed ports above, so a test run cannot take the ports that a

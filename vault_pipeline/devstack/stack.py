@@ -61,7 +61,8 @@ class DevStack:
     def __init__(self, root: Path, config: StackConfig | None = None, *, pg_port: int | None = None,
                  hot_port: int | None = None, cold_port: int | None = None,
                  cold_flavour: ColdFlavour | None = None, hot_bucket: str | None = None,
-                 cold_bucket: str | None = None, dagster_url: str | None = None) -> None:
+                 cold_bucket: str | None = None, dagster_url: str | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         overrides = {name: value for name, value in {
             "pg_port": pg_port, "hot_port": hot_port, "cold_port": cold_port, "cold_flavour": cold_flavour,
             "hot_bucket": hot_bucket, "cold_bucket": cold_bucket}.items() if value is not None}
@@ -78,6 +79,7 @@ class DevStack:
             else MotoSite("cold", c.cold_port, *COLD_CREDENTIALS, log_path=self.root / "cold-moto.log")
         )
         self.dagster_url = dagster_url  # the UI started with the stack, for the operator commands
+        self.extra_env = dict(extra_env or {})  # settings of servers started beside the stack (the cluster's Redis)
         self._owns_state_file = False
 
     @property
@@ -152,6 +154,7 @@ class DevStack:
             "VAULT_SEAWEEDFS_FILER": f"{LOOPBACK}:{self.hot.ports.filer}.{self.hot.ports.filer_grpc}",
             **self._signing_key(),
             **({"VAULT_DAGSTER_URL": self.dagster_url} if self.dagster_url else {}),
+            **self.extra_env,
         }
 
     def _signing_key(self) -> dict[str, str]:
