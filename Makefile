@@ -25,7 +25,7 @@ PYTEST_ARGS ?=
 # the tests wait on their servers more than they compute, so two share the two cores well.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install lock run stack env test test-fast lint clean-stack
+.PHONY: install lock run run-cluster stack env test test-fast lint clean-stack
 
 install: $(STAMP)
 
@@ -56,6 +56,13 @@ lock: | $(BIN)/python
 ## Start PostgreSQL, both S3 sites and `dagster dev` (UI on http://127.0.0.1:3000). Ctrl-C stops all.
 run: install
 	$(BIN)/vault-pipeline dev
+
+## The same with the runs on Celery workers: Redis (Debian's redis-server, installed through apt when missing)
+## and WORKERS workers, each its own process tree and spool (docs/deployment.md). `make run-cluster WORKERS=4`
+WORKERS ?= 2
+run-cluster: install
+	bash .ci/ensure-redis
+	$(BIN)/vault-pipeline dev --workers $(WORKERS)
 
 ## Only the embedded stack (no Dagster), in the foreground.
 stack: install
