@@ -20,6 +20,8 @@ from vault_pipeline.jobs.replication import replication_job
 from vault_pipeline.jobs.restore_drill import build_restore_drill_schedule, restore_drill_job
 from vault_pipeline.jobs.verification import build_verification_schedules, cold_copies_checks_job, verification_job
 from vault_pipeline.replication.policy import RetentionPolicy
+from vault_pipeline.replication.run_plan import RetryPolicy
+from vault_pipeline.replication.shards import ShardPolicy
 from vault_pipeline.resources import (
     ColdSiteResource,
     ReplicationSettingsResource,
@@ -148,6 +150,8 @@ def build_definitions(settings: VaultSettings, executor: ExecutorDefinition = in
         backlog_warning_threshold=settings.backlog_warning_threshold,
         feeds=settings.feeds, max_changes=settings.feed_max_changes,
         head_concurrency=settings.feed_head_concurrency,
+        shards=ShardPolicy(min_objects=settings.shard_min_objects, max_shards=settings.max_shards),
+        retry=RetryPolicy(base_seconds=settings.run_retry_base_seconds, max_seconds=settings.run_retry_max_seconds),
     )
     core = Definitions(
         assets=[hot_bucket_sweep, hot_inventory, cold_copies, hot_deletions, verification_report],

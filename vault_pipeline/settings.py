@@ -79,6 +79,16 @@ class VaultSettings(BaseSettings):
     # Time one tick may spend reading feeds; Dagster kills a tick at 60 s, so the budget stays well below.
     sensor_tick_budget_seconds: float = Field(20.0, ge=0, le=45, alias="VAULT_SENSOR_TICK_BUDGET_SECONDS")
     backlog_warning_threshold: int = Field(1000, ge=1, alias="VAULT_BACKLOG_WARNING_THRESHOLD")
+    # Shards (replication/shards.py): a day with at least VAULT_SHARD_MIN_OBJECTS rows waiting gets one run
+    # per that many rows, at most VAULT_MAX_SHARDS (64 at most: replication.shards.MAX_SHARDS), from the
+    # sensor and from retry-failed; the runs copy the day in parallel, on as many workers.
+    shard_min_objects: int = Field(2000, ge=1, alias="VAULT_SHARD_MIN_OBJECTS")
+    max_shards: int = Field(4, ge=1, le=64, alias="VAULT_MAX_SHARDS")
+    # A day whose newest run failed (it died, or never started: e.g. its broker was down) and still has rows
+    # waiting gets a new run from the sensor after this many seconds, doubled at each consecutive failure,
+    # at most VAULT_RUN_RETRY_MAX_SECONDS (replication/run_plan.py).
+    run_retry_base_seconds: float = Field(30.0, gt=0, le=86400, alias="VAULT_RUN_RETRY_BASE_SECONDS")
+    run_retry_max_seconds: float = Field(3600.0, gt=0, le=7 * 86400, alias="VAULT_RUN_RETRY_MAX_SECONDS")
 
     # Change feeds (issue 14, docs/scaling.md): comma-separated names of FEEDS, read by hot_bucket_sensor.
     # Empty: the reconciliation sweep is the only detection (an OVH hot site has nothing else).
@@ -196,6 +206,14 @@ class VaultSettings(BaseSettings):
         if a.startswith(b) or b.startswith(a):
             raise ValueError(f"VAULT_JOURNAL_PREFIX {b!r} and VAULT_REPORT_PREFIX {a!r} overlap: the journal "
                              "and the reports need prefixes of their own")
+        return self
+
+    @model_validator(mode="after")
+    def _retry_backoff_is_ordered(self) -> VaultSettings:
+        if self.run_retry_max_seconds < self.run_retry_base_seconds:
+            raise ValueError(f"VAULT_RUN_RETRY_MAX_SECONDS ({self.run_retry_max_seconds:g}) is below "
+                             f"VAULT_RUN_RETRY_BASE_SECONDS ({self.run_retry_base_seconds:g}): the backoff "
+                             "starts at the base and doubles up to the maximum")
         return self
 
     @field_validator("journal_retention_years", mode="before")

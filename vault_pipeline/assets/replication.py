@@ -23,6 +23,7 @@ from vault_pipeline.partitions import daily_partitions, day_range
 from vault_pipeline.replication.copier import ObjectCopier
 from vault_pipeline.replication.engine import ObjectResult, replicate_days
 from vault_pipeline.replication.hot_cleanup import HotDeletionRefused, delete_verified_hot_objects
+from vault_pipeline.replication.shards import Shard, ShardError
 from vault_pipeline.replication.verify import cold_bucket_problem
 from vault_pipeline.resources import (
     ColdSiteResource,
@@ -84,6 +85,10 @@ def cold_copies(
     replication: ReplicationSettingsResource,
     journal: JournalResource,
 ) -> MaterializeResult:
+    try:  # before anything is claimed: a run with a malformed shard tag copies nothing
+        shard = Shard.from_tags(context.run.tags)
+    except ShardError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
     first_day, last_day = day_range(context.partition_key_range)
     problem = cold_bucket_problem(cold_site.client(), cold_site.bucket)
     if problem:  # one clear error instead of every object failing the same way; rows stay pending
@@ -106,9 +111,15 @@ def cold_copies(
     report = replicate_days(
         store=store, copier=copier, source_bucket=hot_site.bucket, first_day=first_day, last_day=last_day,
         owner=f"{context.run.run_id}/{os.getpid()}", run_id=context.run.run_id,
-        settings=replication.engine_settings(), progress=progress,
+        settings=replication.engine_settings(), progress=progress, shard=shard,
     )
     metadata = copy_report_metadata(report)
+    if shard is not None:  # which share of the day this run took: its own slice, and what it helped with
+        metadata["shard"] = MetadataValue.text(str(shard))
+        metadata["objects_own_slice"] = MetadataValue.int(report.own_rows)
+        metadata["objects_stolen"] = MetadataValue.int(report.stolen_rows)
+        context.log.info(f"shard {shard}: {report.own_rows} object(s) of its own slice, {report.stolen_rows} "
+                         "taken from the other slices")
     counts = store.status_counts(source_bucket=hot_site.bucket, first_day=first_day, last_day=last_day)
     replicated = counts.get("replicated", {"objects": 0, "bytes": 0})
     # Verified before this run and left alone (adopted copies were verified by this run).

@@ -1,9 +1,10 @@
 """`vault-pipeline retry-failed [--day D ...] [--no-wait]`: re-run the days that have failed rows.
 
 Launches one `replication_job` run per day with failed rows (all such days, or the ones named with
---day), through the Dagster webserver, tagged `vault/trigger=retry-failed`, so each retry is a run in the
-UI with its logs, checks and alerts. Then waits for the runs with a progress bar and tells, per day, how
-many rows were copied and which are still failed, with their errors.
+--day; a day with at least VAULT_SHARD_MIN_OBJECTS failed rows gets one run per shard, tagged vault/shard,
+at most VAULT_MAX_SHARDS), through the Dagster webserver, tagged `vault/trigger=retry-failed`, so each
+retry is a run in the UI with its logs, checks and alerts. Then waits for the runs with a progress bar
+and tells, per day, how many rows were copied and which are still failed, with their errors.
 
 Exit status 0 when every run succeeded and no row of those days is failed any more (or there was nothing
 to retry), 1 when a run failed or rows are still failed, 2 when the retry could not be launched.
@@ -43,7 +44,9 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vault_pipeline.cli.retry_runs import (
+        by_day,
         day_outcome,
+        describe_runs,
         failed_rows_by_day,
         launch_retries,
         missing_rows,
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from vault_pipeline.dagster_api import DagsterApi
     from vault_pipeline.partitions import partition_key_for
+    from vault_pipeline.replication.shards import ShardPolicy
+    from vault_pipeline.settings import load_settings
 
     bucket = hot_bucket(args)
     if bucket is None:
@@ -73,10 +78,12 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             return EXIT_OK
         api = DagsterApi(dagster_url(args), timeout=30)
-        retries = launch_retries(api, failed, partition_key=partition_key_for,
-                                 requested_by=_who())
+        settings = load_settings()[0]
+        retries = launch_retries(api, failed, partition_key=partition_key_for, requested_by=_who(),
+                                 shards=ShardPolicy(settings.shard_min_objects, settings.max_shards))
         for retry in retries:
-            print(f"{retry.day}: run {retry.run_id} launched ({api.base_url}/runs/{retry.run_id})")
+            shard = f" shard {retry.shard}" if retry.shard else ""
+            print(f"{retry.day}{shard}: run {retry.run_id} launched ({api.base_url}/runs/{retry.run_id})")
         if args.no_wait:
             return EXIT_OK
         with Progress() as display:
@@ -87,15 +94,16 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(completed=sum(r.done for r in current), status=" ".join(states))
 
             finished = wait_for_runs(api, retries, timeout=args.timeout, on_change=show)
-        for retry in retries:
-            retry.outcome = day_outcome(conn, bucket, retry.day, started)
-            outcome = retry.outcome
-            print(f"{retry.day}: run {retry.run_status}; {outcome['replicated']} row(s) copied and verified, "
+        for day, runs in by_day(retries).items():
+            outcome = day_outcome(conn, bucket, day, started)
+            for retry in runs:
+                retry.outcome = outcome
+            print(f"{day}: {describe_runs(runs)}; {outcome['replicated']} row(s) copied and verified, "
                   f"{outcome['still_failed']} still failed")
             for item in outcome["errors"]:
                 print(f"  {item['key']!r}: {' '.join((item['error'] or '').split())[:200]}")
     if not finished:
-        pending = [str(r.day) for r in retries if not r.done]
+        pending = list(dict.fromkeys(str(r.day) for r in retries if not r.done))
         print(f"runs still going after {args.timeout:.0f} s for {', '.join(pending)}: see the Dagster UI")
         return EXIT_PROBLEMS
     return EXIT_OK if all(r.ok for r in retries) else EXIT_PROBLEMS

@@ -3,9 +3,10 @@
 A row becomes `failed` when its copy still failed after the run's own retries (VAULT_MAX_ATTEMPTS). The
 sensor does not request runs for failed rows, on purpose: a permanent failure (a malformed document, a
 cold site refusing writes) would otherwise be retried forever. Once the cause is fixed, an operator asks
-for one `replication_job` run per day that has failed rows. That run claims the day's failed rows like
-pending ones (tracking.claim), copies and verifies them, runs the day's checks, and shows up in the UI
-like any other run, tagged `vault/trigger=retry-failed`. Rows whose hot object was found gone
+for one `replication_job` run per day that has failed rows (one per shard for a day with many of them,
+VAULT_SHARD_MIN_OBJECTS and VAULT_MAX_SHARDS as for the sensor: replication/shards.py). That run claims
+the day's failed rows like pending ones (tracking.claim), copies and verifies them, runs the day's checks,
+and shows up in the UI like any other run, tagged `vault/trigger=retry-failed`. Rows whose hot object was found gone
 (hot_missing_at) are left out: there is nothing to copy until a listing finds the object again, which
 makes the row pending by itself (`missing_rows` counts them for the operator).
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vault_pipeline.dagster_api import FINISHED_RUN_STATUSES, DagsterApi
+from vault_pipeline.replication.shards import SHARD_TAG, Shard, ShardPolicy
 
 JOB = "replication_job"
 TRIGGER_TAG = "vault/trigger"
@@ -64,8 +66,11 @@ def day_outcome(conn: Any, source_bucket: str, day: dt.date, since: dt.datetime)
 
 @dataclass
 class DayRetry:
+    """One launched run: a day's, or one shard of a day's."""
+
     day: dt.date
     failed_rows: int
+    shard: Shard | None = None
     run_id: str | None = None
     run_status: str | None = None
     outcome: dict[str, Any] = field(default_factory=dict)
@@ -80,17 +85,38 @@ class DayRetry:
 
 
 def launch_retries(api: DagsterApi, failed: dict[dt.date, int], *, partition_key: Callable[[dt.date], str],
-                   requested_by: str) -> list[DayRetry]:
-    """One replication_job run per day, in day order."""
+                   requested_by: str, shards: ShardPolicy | None = None) -> list[DayRetry]:
+    """One replication_job run per day, or per shard of a day with many failed rows, in day order."""
+    policy = shards or ShardPolicy()
     retries = []
     for day, rows in failed.items():
-        retry = DayRetry(day=day, failed_rows=rows)
-        retry.run_id = api.launch_run(JOB, partition=partition_key(day),
-                                      tags={TRIGGER_TAG: TRIGGER, "vault/failed_rows": str(rows),
-                                            "vault/requested_by": requested_by})
-        retry.run_status = "QUEUED"
-        retries.append(retry)
+        for shard in policy.shards(rows):
+            retry = DayRetry(day=day, failed_rows=rows, shard=shard)
+            tags = {TRIGGER_TAG: TRIGGER, "vault/failed_rows": str(rows), "vault/requested_by": requested_by}
+            if shard is not None:
+                tags[SHARD_TAG] = str(shard)
+            retry.run_id = api.launch_run(JOB, partition=partition_key(day), tags=tags)
+            retry.run_status = "QUEUED"
+            retries.append(retry)
     return retries
+
+
+def by_day(retries: list[DayRetry]) -> dict[dt.date, list[DayRetry]]:
+    """The launched runs grouped by day, in launch order."""
+    days: dict[dt.date, list[DayRetry]] = {}
+    for retry in retries:
+        days.setdefault(retry.day, []).append(retry)
+    return days
+
+
+def describe_runs(runs: list[DayRetry]) -> str:
+    """"run SUCCESS" for a day's single run; "4 shard runs: 3 SUCCESS, 1 FAILURE" for a shared day."""
+    if len(runs) == 1:
+        return f"run {runs[0].run_status}"
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[str(run.run_status)] = counts.get(str(run.run_status), 0) + 1
+    return f"{len(runs)} shard runs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
 
 def wait_for_runs(api: DagsterApi, retries: list[DayRetry], *, timeout: float, poll_seconds: float = 2.0,

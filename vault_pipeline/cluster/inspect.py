@@ -103,7 +103,7 @@ def queued_runs(app: Celery, queue: str) -> int:
         channel = conn.default_channel
         try:
             return int(channel.queue_declare(queue=queue, passive=True).message_count)
-        except channel.channel_errors as exc:
+        except conn.channel_errors as exc:
             if "NOT_FOUND" in str(exc):  # Redis keeps no key for an empty queue
                 return 0
             raise

@@ -3,6 +3,9 @@
 Claims rows in small batches (so overlapping runs share the work), copies them on a thread pool,
 retries each object with exponential backoff, and renews the leases of everything it holds from a
 heartbeat thread. One object's failure never stops the others; the report lists every failure.
+
+A shard (shards.py) claims the rows of its own slice first, then, when its slice is exhausted, any row of
+the range (work stealing), so the runs sharing a day all finish it, whichever of them dies or lags.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from vault_pipeline.replication.errors import (
     describe_s3_error,
     is_internal_error,
 )
+from vault_pipeline.replication.shards import Shard
 from vault_pipeline.replication.tracking import ClaimedRow, ReplicationOutcome, TrackingStore
 from vault_pipeline.settings import setting_default
 
@@ -58,6 +62,11 @@ class RunReport:
     duration_s: float = 0.0
     aborted_uploads: int = 0
     stopped: str | None = None  # why the run stopped claiming early (lease renewal failed, a bug)
+    shard: Shard | None = None
+    # Rows this run worked on: of its shard's own slice, and taken from the other slices once its own was
+    # exhausted (a run without a shard counts every row as its own).
+    own_rows: int = 0
+    stolen_rows: int = 0
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
@@ -200,9 +209,10 @@ def replicate_days(
     settings: EngineSettings,
     progress: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    shard: Shard | None = None,
 ) -> RunReport:
     started = time.monotonic()
-    report = RunReport(first_day=first_day, last_day=last_day)
+    report = RunReport(first_day=first_day, last_day=last_day, shard=shard)
     since = store.db_now()
     lock = threading.Lock()
     stop: list[str] = []  # set once: claim nothing more (a bug was hit)
@@ -225,6 +235,11 @@ def replicate_days(
 
     def process(row: ClaimedRow) -> ObjectResult | _Copied:
         t0 = time.monotonic()
+        with lock:  # counted when started: rows claimed but given back unstarted are not this run's work
+            if shard is None or shard.owns(row.id):
+                report.own_rows += 1
+            else:
+                report.stolen_rows += 1
         if row.cold_upload_id or row.reclaimed:  # its previous worker died or lost it, maybe mid-upload
             take_over(row)
 
@@ -311,6 +326,7 @@ def replicate_days(
                                                thread_name_prefix="vault-copy") as pool:
                 recording: list[_Copied] = []
                 exhausted = False
+                own_slice = shard  # a shard's own slice first; None once it is exhausted (or without a shard)
                 try:
                     while True:
                         if keeper.failed or stop:  # renewal failing, or a bug: claim nothing more
@@ -320,8 +336,13 @@ def replicate_days(
                             rows = store.claim(
                                 owner=owner, source_bucket=source_bucket, first_day=first_day, last_day=last_day,
                                 limit=settings.claim_batch, lease_seconds=settings.lease_seconds,
-                                not_attempted_since=since,
+                                not_attempted_since=since, own_slice=own_slice,
+                                steal=shard is not None and own_slice is None,
                             )
+                            if not rows and own_slice is not None:
+                                log.info("shard %s: own slice done, helping with the rest of the days", shard)
+                                own_slice = None
+                                continue  # claim again at once, from the other slices
                             exhausted = not rows
                             in_flight.update(pool.submit(process, row) for row in rows)
                         if not in_flight and not recording:

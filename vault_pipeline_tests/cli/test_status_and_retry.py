@@ -176,6 +176,29 @@ def test_failed_rows_are_shown_then_retried_through_a_dagster_run(dev: DevServer
     assert runs[0]["tags"]["vault/failed_rows"] == "4"
 
 
+def test_a_day_with_many_failed_rows_is_retried_in_shards(dev: DevServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, bucket = hot(dev), dev.env["OVH_S3_BUCKET_DOCUMENTS"]
+    for i in range(5):
+        client.put_object(Bucket=bucket, Key=f"shards/{i}.pdf", Body=os.urandom(1500),
+                          Metadata={"document-type": "invoice"})
+    register(dev)
+    assert not run_with_hot_site_down(dev, monkeypatch)
+    assert {r["status"] for r in rows(dev, "shards/").values()} == {"failed"}
+
+    # 5 failed rows, a shard per 2 rows, at most 2 shards: two runs share the day.
+    retried = cli(dev, "retry-failed", "--day", today().isoformat(), VAULT_SHARD_MIN_OBJECTS="2",
+                  VAULT_MAX_SHARDS="2")
+    assert retried.returncode in (0, 1), retried.stdout + retried.stderr  # 1: a row of an earlier test is gone
+    assert f"{today()} shard 0/2: run " in retried.stdout and f"{today()} shard 1/2: run " in retried.stdout
+    assert f"{today()}: 2 shard runs: " in retried.stdout
+    assert "5 row(s) copied and verified, 0 still failed" in retried.stdout
+    assert {r["status"] for r in rows(dev, "shards/").values()} == {"replicated"}
+    runs = [r for r in DagsterApi(dev.ui_url).runs("replication_job")
+            if r["tags"].get("vault/trigger") == "retry-failed" and "vault/shard" in r["tags"]]
+    assert sorted(r["tags"]["vault/shard"] for r in runs) == ["0/2", "1/2"]
+    assert {(r["tags"]["dagster/partition"], r["tags"]["vault/failed_rows"]) for r in runs} == {(day(), "5")}
+
+
 def test_a_failed_check_is_shown_with_its_key(dev: DevServer) -> None:
     client, bucket = hot(dev), dev.env["OVH_S3_BUCKET_DOCUMENTS"]
     client.put_object(Bucket=bucket, Key="checked/fine.pdf", Body=b"fine", Metadata={"document-type": "invoice"})

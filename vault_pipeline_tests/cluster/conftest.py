@@ -85,14 +85,15 @@ class Cluster:
             names = [c.name for c in cur.description]
             return {row[0]: dict(zip(names, row, strict=True)) for row in cur.fetchall()}
 
-    def wait_until(self, what: str, condition: Callable[[], Any], timeout_s: float = 180.0) -> Any:
+    def wait_until(self, what: str, condition: Callable[[], Any], timeout_s: float = 180.0,
+                   every: float = 0.2) -> Any:
         deadline = time.monotonic() + timeout_s
         while True:
             value = condition()
             if value:
                 return value
             assert time.monotonic() < deadline, f"not within {timeout_s:.0f} s: {what}"
-            time.sleep(0.5)
+            time.sleep(every)
 
     def wait_replicated(self, keys: list[str], timeout_s: float = 240.0) -> None:
         def done() -> bool:

@@ -18,6 +18,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from vault_pipeline.cluster.launcher import CODE_VERSION_TAG
@@ -115,19 +116,25 @@ def test_redis_stopped_runs_fail_visibly_and_resume_when_it_returns(cluster: Clu
 
 @pytest.mark.slow
 def test_killed_worker_tree_its_rows_are_finished_by_the_other_worker(cluster: Cluster) -> None:
-    keys = {f"kill/big-{n:02d}.pdf": 24 * MiB for n in range(8)} | {f"kill/small-{n:03d}.pdf": 2000 for n in range(40)}
+    keys = {f"kill/big-{n:02d}.pdf": 64 * MiB for n in range(6)} | {f"kill/small-{n:03d}.pdf": 2000 for n in range(40)}
     cluster.upload(keys)
 
     def victim() -> tuple[str, str] | None:
-        """A worker in the middle of a multipart upload, with the run it executes."""
-        if not any(r["cold_upload_id"] for r in cluster.rows(list(keys)).values()):
-            return None
-        for worker in status_json(cluster)["cluster"]["workers"]:
-            for run in worker["active"]:
-                return worker["name"].split("@")[0], run["run_id"]
+        """The worker (and its run) whose pool process has a multipart upload open: a lease owner is
+        `<run id>/<pid of the process copying>`, and that process is in one worker's tree."""
+        for row in cluster.rows(list(keys)).values():
+            if row["cold_upload_id"] and row["lease_owner"]:
+                run_id, pid = str(row["lease_owner"]).rsplit("/", 1)
+                for worker in cluster.info["workers"]:
+                    try:
+                        tree = psutil.Process(int(worker["pid"])).children(recursive=True)
+                    except psutil.NoSuchProcess:
+                        continue
+                    if int(pid) in {p.pid for p in tree}:
+                        return worker["name"], run_id
         return None
 
-    name, run_id = cluster.wait_until("a worker mid-upload", victim, 120)
+    name, run_id = cluster.wait_until("a worker mid-upload", victim, 180, every=0.05)
     cluster.kill_worker_tree(name)
     # Run monitoring finds no live worker running the task: the run is failed with the reason.
     cluster.wait_until("the killed run marked failed", lambda: cluster.api.run(run_id)["status"] == "FAILURE", 150)
@@ -135,10 +142,8 @@ def test_killed_worker_tree_its_rows_are_finished_by_the_other_worker(cluster: C
     assert "no live Celery worker" in text, text[-2000:]
     # Its leases expire; the sensor asks for the day again; the surviving worker finishes every row.
     cluster.wait_replicated(list(keys), timeout_s=240)
-    survivor = next(w["name"] for w in cluster.info["workers"] if w["name"] != name)
     finishing = [r for r in cluster.runs() if r["status"] == "SUCCESS" and r["runId"] != run_id]
     assert finishing, "no run finished the rows"
     for key in keys:
         assert len(cluster.cold_versions(key)) == 1, f"{key} copied {len(cluster.cold_versions(key))} times"
     assert not cluster.open_uploads(), f"multipart uploads left open: {cluster.open_uploads()}"
-    assert survivor

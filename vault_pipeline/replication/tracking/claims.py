@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+from vault_pipeline.replication.shards import Shard
 from vault_pipeline.replication.tracking.connection import TrackingConnection
 from vault_pipeline.replication.tracking.records import ClaimedRow
 
 # Candidates are read in (partition_day, id) order from the partial index replication_status_work
 # (migration 015: rows not replicated only), so a claim reads the few claimable rows of its days, not every
-# row of them. A module constant: benchmarks/scalebench EXPLAINs it as is.
-CLAIM_SQL = """
+# row of them. Module constants: benchmarks/scalebench EXPLAINs CLAIM_SQL as is, tests the other two.
+_CLAIM_TEMPLATE = """
     WITH candidates AS (
         SELECT id, status AS previous_status FROM vault_secure.replication_status
         WHERE bucket_source = %(src)s AND partition_day BETWEEN %(d0)s AND %(d1)s
@@ -19,8 +20,8 @@ CLAIM_SQL = """
                -- a failed row whose hot object is gone waits for a listing to find it again
                OR (status = 'failed' AND hot_missing_at IS NULL)
                OR (status = 'in_progress' AND lease_expires_at < now()))
-          AND (last_attempt_at IS NULL OR last_attempt_at < %(since)s)
-        ORDER BY partition_day, id
+          AND (last_attempt_at IS NULL OR last_attempt_at < %(since)s){slice}
+        ORDER BY {order}
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     )
@@ -34,6 +35,18 @@ CLAIM_SQL = """
               r.partition_day, r.retry_count, r.cold_upload_id, r.aws_version_id,
               c.previous_status = 'in_progress'
 """
+# The whole day range, in index order: a run without a shard.
+CLAIM_SQL = _CLAIM_TEMPLATE.format(slice="", order="partition_day, id")
+# A shard's own slice, id % n = i, still in index order (a filter on the index's id column). Written as an
+# inequality on purpose: PostgreSQL estimates an equality on an expression at 1/200 of the rows, expects a
+# handful, and then reads the whole day through a bitmap and sorts it at every claim; an inequality it
+# estimates at 1/3, near the slice's real 1/n, so it walks the work index in order and stops at LIMIT
+# (vault_pipeline_tests/replication/test_shards.py EXPLAINs it).
+SLICE_CLAIM_SQL = _CLAIM_TEMPLATE.format(slice="\n          AND abs(id %% %(shards)s - %(shard)s) < 1",
+                                         order="partition_day, id")
+# A shard whose slice is exhausted helps with the rest of the range from its end (the index read backwards):
+# the other shards work from its start, so a helper takes what they would reach last and rarely meets them.
+STEAL_CLAIM_SQL = _CLAIM_TEMPLATE.format(slice="", order="partition_day DESC, id DESC")
 
 
 class Claims(TrackingConnection):
@@ -47,15 +60,22 @@ class Claims(TrackingConnection):
         limit: int,
         lease_seconds: float,
         not_attempted_since: dt.datetime,
+        own_slice: Shard | None = None,
+        steal: bool = False,
     ) -> list[ClaimedRow]:
         """Claim up to `limit` rows of the day range that need work and were not tried since the given
-        time (so a run never re-claims what it just failed)."""
+        time (so a run never re-claims what it just failed): only those of `own_slice` when given; with
+        `steal`, any of the range, from its end."""
+        params: dict[str, object] = {"owner": owner, "lease": lease_seconds, "src": source_bucket, "d0": first_day,
+                                     "d1": last_day, "limit": limit, "since": not_attempted_since}
+        if own_slice is not None:
+            if steal:
+                raise ValueError("a claim takes either a shard's own slice or steals, not both")
+            sql, params = SLICE_CLAIM_SQL, {**params, "shards": own_slice.count, "shard": own_slice.index}
+        else:
+            sql = STEAL_CLAIM_SQL if steal else CLAIM_SQL
         with self.pool.connection() as conn, conn.transaction():
-            rows = conn.execute(
-                CLAIM_SQL,
-                {"owner": owner, "lease": lease_seconds, "src": source_bucket, "d0": first_day,
-                 "d1": last_day, "limit": limit, "since": not_attempted_since},
-            ).fetchall()
+            rows = conn.execute(sql, params).fetchall()
         return [ClaimedRow(*row) for row in rows]
 
     def renew_leases(self, owner: str, lease_seconds: float) -> int:

@@ -15,8 +15,12 @@ from vault_pipeline.replication.tracking.connection import TrackingConnection
 # The sensor's questions, asked on every tick. Both are index-only scans of the small partial index
 # replication_status_work (migration 015: only rows that are not replicated, with every column these read),
 # however many replicated rows the table holds. Module constants: benchmarks/scalebench EXPLAINs them as is.
+# The "latest" of a day names its work in the sensor's run_key: the newest change of a pending row, or the
+# expiry of a lease that ran out (its worker died). A lease expiring thus changes the key, and the day
+# gets a new run, even when nothing else changed since the dead run was requested.
 DAYS_NEEDING_RUNS_SQL = """
-    SELECT partition_day, count(*), max(updated_at)
+    SELECT partition_day, count(*),
+           max(CASE WHEN status = 'in_progress' THEN lease_expires_at ELSE updated_at END)
     FROM vault_secure.replication_status
     WHERE bucket_source = %s
       AND (status = 'pending' OR (status = 'in_progress' AND lease_expires_at < now()))
@@ -50,7 +54,8 @@ class Reports(TrackingConnection):
         return {status: {"objects": int(n), "bytes": int(b)} for status, n, b in rows}
 
     def days_needing_runs(self, source_bucket: str) -> list[tuple[dt.date, int, dt.datetime]]:
-        """Days with rows waiting for a copy (pending, or held by a worker whose lease expired)."""
+        """(day, rows, latest) of the days with rows waiting for a copy (pending, or held by a worker whose
+        lease expired); latest: the newest change of a pending row or lease expiry among them."""
         with self.pool.connection() as conn:
             return [(day, int(n), latest) for day, n, latest in conn.execute(
                 DAYS_NEEDING_RUNS_SQL, (source_bucket,)).fetchall()]
