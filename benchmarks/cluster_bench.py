@@ -83,6 +83,9 @@ def cpu_snapshot(root: Path, server: DevServer) -> dict[str, float]:
     snapshot["redis"] = tree_cpu(int(cluster["redis"]["pid"]))
     # The runner's tree holds everything; Dagster's share is what is left once the others are taken out.
     snapshot["all"] = tree_cpu(server.process.pid) if server.process else 0.0
+    machine = psutil.cpu_times()
+    snapshot["machine_busy"] = machine.user + machine.nice + machine.system + machine.irq + machine.softirq
+    snapshot["machine_wall"] = time.monotonic()
     return snapshot
 
 

@@ -165,6 +165,8 @@ def hot_deletions(
         report = delete_verified_hot_objects(
             store=tracking_db.store(), hot=hot_site.client(), hot_bucket=hot_site.bucket, cold=cold_site.client(),
             cold_bucket=cold_site.bucket, first_day=first_day, last_day=last_day, run_id=context.run.run_id,
+            # A shard run deletes only its slice: the rows its own blocking checks audited.
+            shard=Shard.from_tags(context.run.tags),
         )
     except HotDeletionRefused as exc:  # nothing was deleted; the message names the server behaviour and fix
         raise Failure(description=str(exc), allow_retries=False) from exc

@@ -31,6 +31,7 @@ from vault_pipeline.partitions import daily_partitions, day_range
 from vault_pipeline.replication.audit import Auditor, DayAudit
 from vault_pipeline.replication.evidence import run_evidence
 from vault_pipeline.replication.report import md_escape
+from vault_pipeline.replication.shards import SHARD_TAG, Shard, ShardError
 from vault_pipeline.resources import (
     ColdSiteResource,
     ReplicationSettingsResource,
@@ -103,7 +104,12 @@ def day_audit(
         grace=dt.timedelta(minutes=verification.completeness_grace_minutes),
         fresh=run_evidence(store, context.run.run_id, hot_site.bucket),
     )
-    return auditor.audit(first_day, last_day)
+    # A malformed tag already failed the run's copy step; here it audits the whole range rather than nothing.
+    try:
+        shard = Shard.from_tags(context.run.tags)
+    except ShardError:
+        shard = None
+    return auditor.audit(first_day, last_day, shard=shard)
 
 
 CHECK_SPECS = [
@@ -131,6 +137,8 @@ def cold_copies_audit(
     audit = day_audit(context, hot_site, cold_site, tracking_db, replication, verification)
     keys = context.partition_key_range
     scope = keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}"
+    if shard_tag := context.run.tags.get(SHARD_TAG):
+        scope += f" (shard {shard_tag}: its slice of the day)"
     context.log.info(f"audit of {scope}: {len(audit.objects)} object(s), {audit.judged_from_verification} judged "
                      f"from this run's verification, {time.monotonic() - started:.2f} s")
     selected = {key.name for key in context.selected_asset_check_keys}

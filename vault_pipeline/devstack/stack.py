@@ -149,8 +149,9 @@ class DevStack:
                 "postgresql://", "postgresql+psycopg2://", 1),
             "VAULT_REBUILD_DATABASE_URL": self.postgres.dsn(SECONDARY_DATABASE),
             # The hot site's filer streams every change (issue 14): a new document is seen in seconds; the
-            # hourly reconciliation sweep stays behind it.
-            "VAULT_CHANGE_FEEDS": "seaweedfs-filer",
+            # hourly reconciliation sweep stays behind it. A VAULT_CHANGE_FEEDS set by the caller wins (the
+            # cluster benchmark sets it empty, so that only the sweep registers).
+            "VAULT_CHANGE_FEEDS": os.environ.get("VAULT_CHANGE_FEEDS", "seaweedfs-filer"),
             "VAULT_SEAWEEDFS_FILER": f"{LOOPBACK}:{self.hot.ports.filer}.{self.hot.ports.filer_grpc}",
             **self._signing_key(),
             **({"VAULT_DAGSTER_URL": self.dagster_url} if self.dagster_url else {}),

@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 
 from vault_pipeline.replication.errors import condition_refused, describe_s3_error, s3_answer
 from vault_pipeline.replication.inventory import PROBE_PREFIX, strip_etag
+from vault_pipeline.replication.shards import Shard
 from vault_pipeline.replication.tracking import TrackingStore
 from vault_pipeline.replication.verify import META_SHA256, head_version
 
@@ -112,15 +113,17 @@ def cold_copy_problem(cold: Any, cold_bucket: str, row: dict[str, Any]) -> str |
 
 def delete_verified_hot_objects(
     *, store: TrackingStore, hot: Any, hot_bucket: str, cold: Any, cold_bucket: str, first_day: dt.date,
-    last_day: dt.date, run_id: str | None,
+    last_day: dt.date, run_id: str | None, shard: Shard | None = None,
 ) -> DeletionReport:
-    """Delete the hot objects of the day range whose cold copy is verified. Raises HotDeletionRefused,
-    before deleting anything, when the hot site cannot delete only the verified bytes."""
+    """Delete the hot objects of the day range whose cold copy is verified (of `shard`'s slice only, for a
+    shard run). Raises HotDeletionRefused, before deleting anything, when the hot site cannot delete only the
+    verified bytes."""
     report = DeletionReport()
     seen: set[int] = set()
     versioned: bool | None = None
     while True:
-        rows = [r for r in store.deletable_rows(source_bucket=hot_bucket, first_day=first_day, last_day=last_day)
+        rows = [r for r in store.deletable_rows(source_bucket=hot_bucket, first_day=first_day, last_day=last_day,
+                                                shard=shard)
                 if r["id"] not in seen]
         if not rows:
             return report
