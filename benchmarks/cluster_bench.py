@@ -151,7 +151,7 @@ def measure(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any
         first_start = min(r["startTime"] for r in runs)
         window_s = last_verified.timestamp() - first_start
         cpu = {name: round(cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0), 2) for name in cpu_after}
-        named = sum(v for k, v in cpu.items() if k != "all")
+        named = sum(v for k, v in cpu.items() if k != "all" and not k.startswith("machine_"))
         cpu["dagster_and_rest"] = round(max(0.0, cpu["all"] - named), 2)
         return {
             "workers": workers, "objects": args.objects, "size": args.size, "upload_s": round(upload_s, 1),
@@ -163,6 +163,8 @@ def measure(workers: int, args: argparse.Namespace, base: Path) -> dict[str, Any
             "copy_window_s": round(window_s, 1), "objects_per_s": round(args.objects / window_s, 1),
             "statuses": statuses, "cpu_s": cpu,
             "cpu_ms_per_object": round(1000 * cpu["all"] / args.objects, 2),
+            # How much of the machine's two cores the window used: 1.0 is both saturated.
+            "machine_load": round(cpu["machine_busy"] / cpu["machine_wall"] / (psutil.cpu_count() or 1), 2),
             "worker_cpu_ms_per_object": round(1000 * sum(v for k, v in cpu.items() if k.startswith("worker:"))
                                               / args.objects, 2),
         }
@@ -174,13 +176,15 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"# Cluster benchmark, {result['date']}", "",
              f"{result['objects']} objects of {result['size']} bytes, one day; machine: {result['machine']}; "
              f"code {result['code_version']}.", "",
-             "| workers | shard runs | copy window (s) | objects/s | speed-up | CPU ms/object (all) | "
-             "CPU ms/object (workers) |", "|---|---|---|---|---|---|---|"]
+             "| workers | shard runs | copy window (s) | objects/s | speed-up | machine load | CPU ms/object (all) | "
+             "CPU ms/object (workers) |", "|---|---|---|---|---|---|---|---|"]
     base = result["results"][0]["objects_per_s"] if result["results"] else 1
     for r in result["results"]:
         lines.append(f"| {r['workers']} | {len(r['runs'])} | {r['copy_window_s']} | {r['objects_per_s']} | "
-                     f"{r['objects_per_s'] / base:.2f}x | {r['cpu_ms_per_object']} | {r['worker_cpu_ms_per_object']} |")
-    lines += ["", "CPU seconds over the copy window, by process tree:", ""]
+                     f"{r['objects_per_s'] / base:.2f}x | {r['machine_load']:.0%} | {r['cpu_ms_per_object']} | "
+                     f"{r['worker_cpu_ms_per_object']} |")
+    lines += ["", "CPU seconds from the sweep's end to the last run's end, by process tree (machine_busy: all of "
+              "the machine's, machine_wall: that window's length in seconds):", ""]
     names = sorted({k for r in result["results"] for k in r["cpu_s"]})
     lines += ["| workers | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for r in result["results"]:
