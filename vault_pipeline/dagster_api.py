@@ -51,17 +51,7 @@ _EVENTS = """
 query Events($runId: ID!, $after: String) {
   logsForRun(runId: $runId, afterCursor: $after, limit: 1000) {
     __typename
-    ... on EventConnection { cursor hasMore events { __typename ... on MessageEvent { timestamp stepKey } } }
-    ... on PythonError { message }
-  }
-}"""
-
-
-_MESSAGES = """
-query Messages($runId: ID!, $after: String) {
-  logsForRun(runId: $runId, afterCursor: $after, limit: 1000) {
-    __typename
-    ... on EventConnection { cursor hasMore events { __typename ... on MessageEvent { message stepKey } } }
+    ... on EventConnection { cursor hasMore events { __typename ... on MessageEvent { timestamp stepKey message } } }
     ... on PythonError { message }
   }
 }"""
@@ -157,25 +147,18 @@ class DagsterApi:
         """When the run was enqueued, dequeued and handed to the launcher (RUN_STARTING), started in its
         worker process and finished (first occurrence of each), in Unix seconds."""
         times: dict[str, float] = {}
-        after: str | None = None
-        while True:
-            found = self.query(_EVENTS, {"runId": run_id, "after": after})["logsForRun"]
-            if found["__typename"] != "EventConnection":
-                raise DagsterApiError(f"events of {run_id}: {found['__typename']}: {found.get('message')}")
-            for event in found["events"]:
-                name = LIFECYCLE_EVENTS.get(event["__typename"])
-                if name and name not in times:
-                    times[name] = int(event["timestamp"]) / 1000.0  # milliseconds, as a string
-            if not found["hasMore"]:
-                return times
-            after = found["cursor"]
+        for event in self.messages(run_id):
+            name = LIFECYCLE_EVENTS.get(event["__typename"])
+            if name and name not in times:
+                times[name] = int(event["timestamp"]) / 1000.0  # milliseconds, as a string
+        return times
 
     def messages(self, run_id: str) -> list[dict[str, Any]]:
-        """Every event of the run, oldest first: {'__typename', 'message', 'stepKey'}."""
+        """Every event of the run, oldest first: {'__typename', 'timestamp', 'message', 'stepKey'}."""
         events: list[dict[str, Any]] = []
         after: str | None = None
         while True:
-            found = self.query(_MESSAGES, {"runId": run_id, "after": after})["logsForRun"]
+            found = self.query(_EVENTS, {"runId": run_id, "after": after})["logsForRun"]
             if found["__typename"] != "EventConnection":
                 raise DagsterApiError(f"events of {run_id}: {found['__typename']}: {found.get('message')}")
             events += found["events"]
