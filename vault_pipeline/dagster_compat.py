@@ -11,7 +11,21 @@ read from a directory's dagster.yaml (`DagsterInstance.get()` with `DAGSTER_HOME
 # Public gap (tests only): the event data of a check that is planned but not evaluated yet. Tests report it
 # with the public `DagsterInstance.report_dagster_event` to reproduce a check still running when newer
 # ones finish, which no public API can produce on demand.
+# Public gap (the Celery cluster, cluster/worker.py): what a run worker executes for a launched run. The
+# public API runs a job in process from its definition, not a run that the daemon created and queued;
+# dagster-celery's own tasks call these same functions, and ExecuteRunArgs/ResumeRunArgs are the packed
+# arguments its launcher sends, unpacked with Dagster's own serializer.
+from dagster._cli.api import _execute_run_command_body as execute_run_command_body
+from dagster._cli.api import _resume_run_command_body as resume_run_command_body
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationPlanned
+
+# Public gap (cluster/launcher.py): a run launcher's contract. Subclassing dagster-celery's public
+# CeleryRunLauncher still means overriding methods typed with these, which `dagster` does not export.
+from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
+
+# Public gap (tests only): where a queued run says it comes from. A run the daemon queued names its code
+# location; the tests create one as the daemon's queue records it, which no public API does.
+from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
 # Public gap: `DagsterInstance.event_log_storage.get_asset_check_execution_history`, the only way to read
 # the executions of a check in order (check_alert_sensor), returns these records, and neither the record
@@ -30,6 +44,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
 )
+from dagster._grpc.types import ExecuteRunArgs, ResumeRunArgs
+from dagster._serdes import ConfigurableClassData, unpack_value
 
 __all__ = [
     "ASSET_PARTITION_RANGE_END_TAG",
@@ -38,4 +54,16 @@ __all__ = [
     "AssetCheckEvaluationPlanned",
     "AssetCheckExecutionRecord",
     "AssetCheckExecutionRecordStatus",
+    "CheckRunHealthResult",
+    "ConfigurableClassData",
+    "ExecuteRunArgs",
+    "GrpcServerCodeLocationOrigin",
+    "LaunchRunContext",
+    "RemoteJobOrigin",
+    "RemoteRepositoryOrigin",
+    "ResumeRunArgs",
+    "WorkerStatus",
+    "execute_run_command_body",
+    "resume_run_command_body",
+    "unpack_value",
 ]

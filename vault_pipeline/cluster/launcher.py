@@ -18,8 +18,6 @@ import time
 from typing import Any
 
 from dagster import Field, Noneable, StringSource
-from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
-from dagster._serdes import ConfigurableClassData
 from dagster_celery.config import DEFAULT_CONFIG
 from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
@@ -35,6 +33,12 @@ from vault_pipeline.cluster.settings import (
     check_queue,
     check_redis_url,
     redacted,
+)
+from vault_pipeline.dagster_compat import (
+    CheckRunHealthResult,
+    ConfigurableClassData,
+    LaunchRunContext,
+    WorkerStatus,
 )
 
 CODE_VERSION_TAG = "vault/code_version"

@@ -15,15 +15,19 @@ from typing import Any
 
 from celery import signals
 from dagster import DagsterInstance
-from dagster._cli.api import _execute_run_command_body, _resume_run_command_body
-from dagster._grpc.types import ExecuteRunArgs, ResumeRunArgs
-from dagster._serdes import unpack_value
 from dagster_celery.config import DEFAULT_CONFIG, TASK_EXECUTE_JOB_NAME, TASK_RESUME_JOB_NAME
 from dagster_celery.make_app import make_app
 
 from vault_pipeline.cluster.code_version import code_version
 from vault_pipeline.cluster.launcher import CODE_VERSION_TAG
 from vault_pipeline.cluster.settings import CELERY_CONFIG, WORKER_CELERY_CONFIG, ClusterSettings, redacted
+from vault_pipeline.dagster_compat import (
+    ExecuteRunArgs,
+    ResumeRunArgs,
+    execute_run_command_body,
+    resume_run_command_body,
+    unpack_value,
+)
 
 log = logging.getLogger("vault_pipeline.cluster.worker")
 
@@ -72,13 +76,13 @@ def _run_checked(task: Any, run_id: str, body: Any) -> int:
 @app.task(bind=True, name=TASK_EXECUTE_JOB_NAME, track_started=True)
 def execute_job(self: Any, execute_job_args_packed: Any) -> int:
     args = unpack_value(val=execute_job_args_packed, as_type=ExecuteRunArgs)
-    return _run_checked(self, args.run_id, _execute_run_command_body)
+    return _run_checked(self, args.run_id, execute_run_command_body)
 
 
 @app.task(bind=True, name=TASK_RESUME_JOB_NAME, track_started=True)
 def resume_job(self: Any, execute_job_args_packed: Any) -> int:
     args = unpack_value(val=execute_job_args_packed, as_type=ResumeRunArgs)
-    return _run_checked(self, args.run_id, _resume_run_command_body)
+    return _run_checked(self, args.run_id, resume_run_command_body)
 
 
 @signals.worker_ready.connect

@@ -80,7 +80,7 @@ def test_expired_leases_give_the_day_a_new_run_key(vault: Vault) -> None:
 
 def queued(vault: Vault, run_key: str, tags: dict[str, str]) -> DagsterRun:
     """A run the daemon created from a request and put in the queue, as its run storage records it."""
-    from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+    from vault_pipeline.dagster_compat import GrpcServerCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
     # Where the daemon would launch it from (a queued run must name its code location; nothing connects).
     origin = RemoteJobOrigin(RemoteRepositoryOrigin(GrpcServerCodeLocationOrigin(
