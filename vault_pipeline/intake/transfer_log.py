@@ -1,0 +1,164 @@
+"""vault_secure.file_transfer_log: the SFTP intake's files, claimed by workers under leases.
+
+A file is registered once it looked stable (same size and mtime twice), as PENDING. A worker claims files
+with SELECT ... FOR UPDATE SKIP LOCKED, which makes them IN_PROGRESS under a lease it renews; a claim
+whose lease ran out (its worker died: the reference design's stale lock, SFTP_STALE_LOCK_MINUTES) is
+claimable again, so no file is transferred by two workers at once and none is left behind. A transfer
+ends COMPLETED (with its hot object, SHA-256 and durations) or FAILED (with the reason; retried up to
+`max_attempts`). A file delivered again under the same name (another size or mtime) becomes PENDING
+again: a new delivery, never mistaken for the one already transferred.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from vault_pipeline.replication.tracking.connection import TrackingConnection
+
+CLAIM_SQL = """
+    WITH candidates AS (
+        SELECT id FROM vault_secure.file_transfer_log
+        WHERE inbox = %(inbox)s
+          AND (status = 'PENDING'
+               OR (status = 'IN_PROGRESS' AND lease_expires_at < now())
+               OR (status = 'FAILED' AND attempts < %(max_attempts)s))
+        ORDER BY id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE vault_secure.file_transfer_log f SET
+        status = 'IN_PROGRESS', worker_id = %(owner)s, attempts = f.attempts + 1,
+        lease_expires_at = now() + make_interval(secs => %(lease)s),
+        transfer_start_time = clock_timestamp(), transfer_end_time = NULL, error_message = NULL,
+        updated_at = now()
+    FROM candidates c
+    WHERE f.id = c.id
+    RETURNING f.id, f.filename, f.file_size, f.source_mtime, f.attempts
+"""
+
+
+@dataclass(frozen=True)
+class StableFile:
+    """A file of the inbox as two looks saw it, unchanged."""
+
+    filename: str
+    size: int
+    mtime: dt.datetime
+
+
+@dataclass(frozen=True)
+class ClaimedFile:
+    id: int
+    filename: str
+    size: int
+    mtime: dt.datetime
+    attempts: int
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    hot_bucket: str
+    hot_key: str
+    hot_etag: str
+    hot_version_id: str | None
+    sha256: str
+    document_type: str
+    download_seconds: float
+    upload_seconds: float
+    total_seconds: float
+    after_transfer: str  # moved | deleted | kept
+
+
+class TransferLog(TrackingConnection):
+    def register_stable(self, inbox: str, files: Iterable[StableFile]) -> int:
+        """Record stable files as PENDING; a known name with another size or mtime is a new delivery and
+        becomes PENDING again (its previous result is overwritten in this row, the audit keeps it). Files
+        already known with the same look are left alone. Returns how many rows became PENDING."""
+        rows = [(inbox, f.filename, f.size, f.mtime) for f in files]
+        if not rows:
+            return 0
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor()
+            cur.executemany(
+                """
+                INSERT INTO vault_secure.file_transfer_log (inbox, filename, file_size, source_mtime, file_size_mb)
+                VALUES (%s, %s, %s, %s, round(%s::numeric / 1048576, 3))
+                ON CONFLICT (inbox, filename) DO UPDATE SET
+                    file_size = EXCLUDED.file_size, source_mtime = EXCLUDED.source_mtime,
+                    file_size_mb = EXCLUDED.file_size_mb, status = 'PENDING', attempts = 0, worker_id = NULL,
+                    lease_expires_at = NULL, error_message = NULL, hot_key = NULL, hot_etag = NULL,
+                    hot_version_id = NULL, sha256 = NULL, after_transfer = NULL, transfer_start_time = NULL,
+                    transfer_end_time = NULL, download_duration = NULL, upload_duration = NULL,
+                    total_duration = NULL, updated_at = now()
+                WHERE (vault_secure.file_transfer_log.file_size, vault_secure.file_transfer_log.source_mtime)
+                      IS DISTINCT FROM (EXCLUDED.file_size, EXCLUDED.source_mtime)
+                """,
+                [(i, name, size, mtime, size) for i, name, size, mtime in rows],
+                returning=False,
+            )
+            return cur.rowcount if cur.rowcount >= 0 else 0
+
+    def claim_files(self, inbox: str, *, owner: str, limit: int, lease_seconds: float,
+                    max_attempts: int = 3) -> list[ClaimedFile]:
+        with self.pool.connection() as conn, conn.transaction():
+            rows = conn.execute(CLAIM_SQL, {"inbox": inbox, "owner": owner, "limit": limit, "lease": lease_seconds,
+                                            "max_attempts": max_attempts}).fetchall()
+        return [ClaimedFile(*row) for row in rows]
+
+    def renew_file_leases(self, owner: str, lease_seconds: float) -> int:
+        with self.pool.connection() as conn, conn.transaction():
+            return conn.execute(
+                "UPDATE vault_secure.file_transfer_log SET lease_expires_at = now() + make_interval(secs => %s)"
+                " WHERE worker_id = %s AND status = 'IN_PROGRESS'", (lease_seconds, owner)).rowcount
+
+    def complete_file(self, file_id: int, owner: str, result: TransferResult) -> bool:
+        """COMPLETED with its hot object; False when `owner` no longer holds the file (its lease ran out and
+        another worker took it over: that worker records the result)."""
+        with self.pool.connection() as conn, conn.transaction():
+            return conn.execute(
+                """
+                UPDATE vault_secure.file_transfer_log SET status = 'COMPLETED', transfer_end_time = clock_timestamp(),
+                    hot_bucket = %s, hot_key = %s, hot_etag = %s, hot_version_id = %s, sha256 = %s,
+                    document_type = %s, download_duration = %s, upload_duration = %s, total_duration = %s,
+                    after_transfer = %s, lease_expires_at = NULL, error_message = NULL, updated_at = now()
+                WHERE id = %s AND worker_id = %s AND status = 'IN_PROGRESS'
+                """,
+                (result.hot_bucket, result.hot_key, result.hot_etag, result.hot_version_id, result.sha256,
+                 result.document_type, result.download_seconds, result.upload_seconds, result.total_seconds,
+                 result.after_transfer, file_id, owner)).rowcount == 1
+
+    def fail_file(self, file_id: int, owner: str, error: str, *, total_seconds: float | None = None) -> bool:
+        with self.pool.connection() as conn, conn.transaction():
+            return conn.execute(
+                "UPDATE vault_secure.file_transfer_log SET status = 'FAILED', error_message = %s,"
+                " transfer_end_time = clock_timestamp(), total_duration = %s, lease_expires_at = NULL,"
+                " updated_at = now() WHERE id = %s AND worker_id = %s AND status = 'IN_PROGRESS'",
+                (error[:4000], total_seconds, file_id, owner)).rowcount == 1
+
+    def release_files(self, owner: str) -> int:
+        """Give back files claimed and never started (a run stopping early)."""
+        with self.pool.connection() as conn, conn.transaction():
+            return conn.execute(
+                "UPDATE vault_secure.file_transfer_log SET status = 'PENDING', worker_id = NULL,"
+                " attempts = greatest(attempts - 1, 0), lease_expires_at = NULL, transfer_start_time = NULL,"
+                " updated_at = now() WHERE worker_id = %s AND status = 'IN_PROGRESS'", (owner,)).rowcount
+
+    def transfer_summary(self, inbox: str | None = None) -> dict[str, Any]:
+        """Counts and bytes by status, and the last day's throughput, for `vault-pipeline status`."""
+        where, params = ("WHERE inbox = %s", [inbox]) if inbox else ("", [])
+        with self.pool.connection() as conn:
+            by_status = {status: {"files": int(n), "bytes": int(b)} for status, n, b in conn.execute(
+                f"SELECT status, count(*), COALESCE(sum(file_size), 0) FROM vault_secure.file_transfer_log {where}"
+                " GROUP BY status", params).fetchall()}
+            recent = conn.cursor(row_factory=dict_row).execute(
+                "SELECT count(*) AS files, COALESCE(sum(file_size), 0) AS bytes,"
+                " COALESCE(sum(download_duration), 0) AS download_s, COALESCE(sum(upload_duration), 0) AS upload_s"
+                " FROM vault_secure.file_transfer_log WHERE status = 'COMPLETED'"
+                " AND transfer_end_time > now() - interval '24 hours'"
+                + (" AND inbox = %s" if inbox else ""), params).fetchone()
+        return {"by_status": by_status, "last_24h": recent}
