@@ -33,7 +33,7 @@ from vault_pipeline.replication.tracking import TrackingStore
 from vault_pipeline.resources.tracking_db import close_shared_store, shared_store
 from vault_pipeline.settings import load_settings
 
-pytest_plugins = ["vault_pipeline_tests.stackfixtures"]
+pytest_plugins = ["vault_pipeline_tests.stackfixtures", "vault_pipeline_tests.sftpservers"]
 REPO = Path(__file__).resolve().parent.parent
 
 # Fast retries and short leases so failure and crash scenarios finish in seconds.

@@ -1,11 +1,11 @@
 """`vault-pipeline dev` in a child process on free loopback ports, its data in a temporary directory.
 
 The child (`python -m vault_pipeline.devstack.run_dev`) runs the CLI's own `run_stack_forever`:
-PostgreSQL, both SeaweedFS sites, and `dagster dev` with the repository's dagster.yaml copied into
-ROOT/dagster_home, sensors running by default. Its output (the stack's banner, Dagster's logs) goes to
-the log path given. Stopping sends it SIGINT, the Ctrl-C of `make run`, which stops Dagster, then the
-sites, then PostgreSQL; if it does not finish in time its process group is killed and its servers, which
-carry a parent-death signal, follow.
+PostgreSQL, both SeaweedFS sites, the SFTP server, and `dagster dev`
+with the repository's dagster.yaml copied into ROOT/dagster_home, sensors running by default. Its output
+(the stack's banner, Dagster's logs) goes to the log path given. Stopping sends it SIGINT, the Ctrl-C of
+`make run`, which stops Dagster, then the sites, then PostgreSQL; if it does not finish in time its process
+group is killed and its servers, which carry a parent-death signal, follow.
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ STOP_TIMEOUT_S = 120.0  # Dagster's own 20 s, then the sites and PostgreSQL
 
 
 def free_ports(redis: bool = False) -> dict[str, int]:
-    """PostgreSQL, the two SeaweedFS blocks, the Dagster UI (and Redis): free now, none overlapping another."""
+    """PostgreSQL, the two SeaweedFS blocks, the Dagster UI, the SFTP server (and Redis): free now, none
+    overlapping another."""
     while True:
         ports = {"pg": find_free_port_block(1), "hot": find_free_port_block(SITE_PORT_BLOCK),
                  "cold": find_free_port_block(SITE_PORT_BLOCK), "ui": find_free_port_block(1),
-                 **({"redis": find_free_port_block(1)} if redis else {})}
+                 "sftp": find_free_port_block(1), **({"redis": find_free_port_block(1)} if redis else {})}
         taken = [*range(ports["hot"], ports["hot"] + SITE_PORT_BLOCK),
-                 *range(ports["cold"], ports["cold"] + SITE_PORT_BLOCK), ports["pg"], ports["ui"],
+                 *range(ports["cold"], ports["cold"] + SITE_PORT_BLOCK), ports["pg"], ports["ui"], ports["sftp"],
                  *([ports["redis"]] if redis else [])]
         if len(set(taken)) == len(taken):
             return ports

@@ -6,6 +6,7 @@
     cold S3 site    127.0.0.1:19100  (SeaweedFS block 19100-19119; the moto flavour uses 19100 only)
     Dagster UI      127.0.0.1:3000
     Redis           127.0.0.1:16379  (`make run-cluster` only: the Celery broker and result backend)
+    SFTP            127.0.0.1:12222  (asyncssh, serving .vault/sftp/)
 
 A SeaweedFS site (`weed mini`) opens eleven TCP ports. Each is passed explicitly, bound to 127.0.0.1, and
 taken from a block of SITE_PORT_BLOCK ports starting at the site's S3 port (`base`):
@@ -40,6 +41,7 @@ HOT_S3_PORT = 19000
 COLD_S3_PORT = 19100
 DAGSTER_UI_PORT = 3000
 REDIS_PORT = 16379
+SFTP_PORT = 12222
 SITE_PORT_BLOCK = 20  # ports base .. base + 19 belong to one SeaweedFS site
 
 # Random blocks for tests never overlap the fixed ports above, so a test run cannot take the ports that a
@@ -49,6 +51,7 @@ _FIXED_RANGES = (
     (HOT_S3_PORT, HOT_S3_PORT + SITE_PORT_BLOCK),
     (COLD_S3_PORT, COLD_S3_PORT + SITE_PORT_BLOCK),
     (DAGSTER_UI_PORT, DAGSTER_UI_PORT + 1),
+    (SFTP_PORT, SFTP_PORT + 1),
 )
 
 

@@ -22,14 +22,14 @@ from vault_pipeline.devstack.runner import run_stack_forever
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path)
-    for name in ("pg", "hot", "cold", "ui", "redis"):
-        parser.add_argument(f"--{name}-port", type=int, required=name != "redis")
+    for name in ("pg", "hot", "cold", "ui", "sftp", "redis"):
+        parser.add_argument(f"--{name}-port", type=int, required=name not in ("redis", "sftp"))
     parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args(argv)
     cluster = {"workers": args.workers, "redis_port": args.redis_port} if args.workers else {}
     return run_stack_forever(args.root.resolve(), dagster=True, dagster_yaml=REPO_ROOT / "dagster.yaml",
                              workspace=REPO_ROOT / "workspace.yaml", pg_port=args.pg_port, hot_port=args.hot_port,
-                             cold_port=args.cold_port, ui_port=args.ui_port, **cluster)
+                             cold_port=args.cold_port, ui_port=args.ui_port, sftp_port=args.sftp_port, **cluster)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from vault_pipeline.devstack.ports import (
     LOOPBACK,
     POSTGRES_PORT,
     REDIS_PORT,
+    SFTP_PORT,
 )
 from vault_pipeline.devstack.process import DevStackError, start_process, stop_process
 from vault_pipeline.devstack.redis import RedisServer
@@ -53,6 +54,8 @@ def banner(stack: DevStack, ui_url: str | None, redis: RedisServer | None = None
         f"  cold site S3   {env['AWS_S3_ENDPOINT']}  bucket {env['AWS_S3_BUCKET_DOCUMENTS_COLD']} (Object Lock, "
         f"{stack.config.cold_flavour})  key {env['AWS_S3_ACCESS_KEY_ID']} / {env['AWS_S3_SECRET_ACCESS_KEY']}",
         f"  PostgreSQL     {env['VAULT_DATABASE_URL']}  (Dagster storage: {env['VAULT_DAGSTER_DATABASE_URL']})",
+        f"  SFTP           {stack.sftp.address}  key {env['SFTP_PRIVATE_KEY_FILE']}  "
+        f"(inbox on disk: {stack.sftp.inbox_dir})",
         f"  data           {stack.root}",
         "  other shells:  eval \"$(.venv/bin/vault-pipeline stack env)\"",
         "  Ctrl-C stops everything.",
@@ -80,7 +83,7 @@ def run_stack_forever(root: Path, dagster: bool, *, dagster_yaml: Path | None = 
                       workspace: Path | None = None, pg_port: int = POSTGRES_PORT, hot_port: int = HOT_S3_PORT,
                       cold_port: int = COLD_S3_PORT, ui_port: int = DAGSTER_UI_PORT,
                       cold_flavour: ColdFlavour = "seaweedfs", workers: int = 0,
-                      redis_port: int = REDIS_PORT) -> int:
+                      redis_port: int = REDIS_PORT, sftp_port: int | None = SFTP_PORT) -> int:
     """Start the stack (and `dagster dev` when `dagster`, and Redis with `workers` Celery workers when
     `workers` > 0), print where everything is, wait for Ctrl-C, SIGTERM or SIGHUP, stop everything in order
     and return 0. Returns 1 when the stack cannot start, and dagster's exit code (or 1) when `dagster dev`
@@ -101,7 +104,8 @@ def run_stack_forever(root: Path, dagster: bool, *, dagster_yaml: Path | None = 
     previous = {sig: signal.signal(sig, request_stop) for sig in handled}
     try:
         redis = RedisServer(Path(root).resolve() / "redis", redis_port) if workers else None
-        stack = DevStack(root, pg_port=pg_port, hot_port=hot_port, cold_port=cold_port, cold_flavour=cold_flavour,
+        stack = DevStack(root, pg_port=pg_port, hot_port=hot_port, cold_port=cold_port, sftp_port=sftp_port,
+                         cold_flavour=cold_flavour,
                          dagster_url=f"http://{LOOPBACK}:{ui_port}" if dagster else None,
                          extra_env=redis.env() if redis else None)
         try:

@@ -5,6 +5,7 @@
     root/journal-signing.key   the dev stack's Ed25519 seal signing key (generated once, mode 0600)
     root/postgres.log
     root/hot, root/cold  SeaweedFS data, each with its weed.log (cold-moto.log for the moto flavour)
+    root/sftp            the SFTP server's directory (inbox/ in it), root/sftp-keys its keys (see sftp.py)
     root/stack.json      settings of the running stack, for `vault-pipeline stack env` in other shells
 
 The credentials below are fixed on purpose: they protect nothing but a throwaway local stack bound to
@@ -28,10 +29,11 @@ import psutil
 
 from vault_pipeline.devstack.buckets import ensure_bucket
 from vault_pipeline.devstack.motosite import MotoSite
-from vault_pipeline.devstack.ports import COLD_S3_PORT, HOT_S3_PORT, LOOPBACK, POSTGRES_PORT
+from vault_pipeline.devstack.ports import COLD_S3_PORT, HOT_S3_PORT, LOOPBACK, POSTGRES_PORT, find_free_port_block
 from vault_pipeline.devstack.postgres import EmbeddedPostgres, pgserver_binary
 from vault_pipeline.devstack.process import DevStackError
 from vault_pipeline.devstack.seaweed import SeaweedSite
+from vault_pipeline.devstack.sftp import SftpServer
 from vault_pipeline.devstack.site import REGION
 
 HOT_CREDENTIALS = ("vault-hot-admin", "vault-hot-secret")  # local throwaway stack only, see above
@@ -49,6 +51,8 @@ class StackConfig:
     pg_port: int = POSTGRES_PORT
     hot_port: int = HOT_S3_PORT
     cold_port: int = COLD_S3_PORT
+    # None: a free port, found at start-up (tests and benchmarks); `make run` passes the fixed SFTP_PORT.
+    sftp_port: int | None = None
     cold_flavour: ColdFlavour = "seaweedfs"
     hot_bucket: str = "documents-hot"
     cold_bucket: str = "documents-cold"
@@ -62,10 +66,11 @@ class DevStack:
                  hot_port: int | None = None, cold_port: int | None = None,
                  cold_flavour: ColdFlavour | None = None, hot_bucket: str | None = None,
                  cold_bucket: str | None = None, dagster_url: str | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, sftp_port: int | None = None) -> None:
         overrides = {name: value for name, value in {
-            "pg_port": pg_port, "hot_port": hot_port, "cold_port": cold_port, "cold_flavour": cold_flavour,
-            "hot_bucket": hot_bucket, "cold_bucket": cold_bucket}.items() if value is not None}
+            "pg_port": pg_port, "hot_port": hot_port, "cold_port": cold_port, "sftp_port": sftp_port,
+            "cold_flavour": cold_flavour, "hot_bucket": hot_bucket, "cold_bucket": cold_bucket}.items()
+            if value is not None}
         self.config = replace(config or StackConfig(), **overrides)
         if self.config.cold_flavour not in ("seaweedfs", "moto"):
             raise ValueError(f"cold_flavour must be 'seaweedfs' or 'moto', not {self.config.cold_flavour!r}")
@@ -78,6 +83,10 @@ class DevStack:
             if c.cold_flavour == "seaweedfs"
             else MotoSite("cold", c.cold_port, *COLD_CREDENTIALS, log_path=self.root / "cold-moto.log")
         )
+        if c.sftp_port is None:
+            self.config = c = replace(c, sftp_port=find_free_port_block(1))
+        assert c.sftp_port is not None
+        self.sftp = SftpServer(self.root, c.sftp_port)
         self.dagster_url = dagster_url  # the UI started with the stack, for the operator commands
         self.extra_env = dict(extra_env or {})  # settings of servers started beside the stack (the cluster's Redis)
         self._owns_state_file = False
@@ -88,11 +97,11 @@ class DevStack:
 
     @property
     def is_running(self) -> bool:
-        return self.postgres.is_running and self.hot.is_running and self.cold.is_running
+        return self.postgres.is_running and self.hot.is_running and self.cold.is_running and self.sftp.is_running
 
     def start(self, timeout: float = 60) -> DevStack:
         """Start PostgreSQL (databases `vault` and `dagster`), both sites, the hot bucket and the locked
-        cold bucket; then publish the settings in stack.json. On any failure, stop what was started."""
+        cold bucket, the SFTP server; then publish the settings in stack.json. On any failure, stop what was started."""
         self.root.mkdir(parents=True, exist_ok=True)
         owner = _live_owner(self.state_path)
         if owner is not None and owner != os.getpid():
@@ -108,6 +117,7 @@ class DevStack:
             self.cold.start(timeout)
             ensure_bucket(self.hot.client(), self.config.hot_bucket, object_lock=False)
             ensure_bucket(self.cold.client(), self.config.cold_bucket, object_lock=True)
+            self.sftp.start(timeout)
             self._write_state()
         except BaseException:
             self.stop()
@@ -115,10 +125,11 @@ class DevStack:
         return self
 
     def stop(self) -> None:
-        """Stop everything, the sites together then PostgreSQL. Idempotent."""
+        """Stop everything, the SFTP server, the sites together, then PostgreSQL. Idempotent."""
         if self._owns_state_file:  # never remove the state of another process's stack
             self.state_path.unlink(missing_ok=True)
             self._owns_state_file = False
+        self.sftp.stop()
         with ThreadPoolExecutor(max_workers=2) as pool:  # stopping only: never start servers from threads
             list(pool.map(lambda site: site.stop(), (self.cold, self.hot)))
         self.postgres.stop()
@@ -154,6 +165,7 @@ class DevStack:
             "VAULT_CHANGE_FEEDS": os.environ.get("VAULT_CHANGE_FEEDS", "seaweedfs-filer"),
             "VAULT_SEAWEEDFS_FILER": f"{LOOPBACK}:{self.hot.ports.filer}.{self.hot.ports.filer_grpc}",
             **self._signing_key(),
+            **self.sftp.env(),
             **({"VAULT_DAGSTER_URL": self.dagster_url} if self.dagster_url else {}),
             **self.extra_env,
         }
@@ -185,7 +197,8 @@ class DevStack:
             "pid_created": psutil.Process().create_time(),  # tells our pid from a later reuse of it
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": asdict(self.config),
-            "servers": {"postgres": self.postgres.pid, "hot": self.hot.pid, "cold": self.cold.pid},
+            "servers": {"postgres": self.postgres.pid, "hot": self.hot.pid, "cold": self.cold.pid,
+                        "sftp": self.sftp.pid},
             "env": self.env(),
         }
         partial = self.state_path.with_suffix(".json.partial")

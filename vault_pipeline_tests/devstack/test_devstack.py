@@ -44,7 +44,7 @@ HOT = "documents-hot"
 
 def free_ports() -> dict[str, int]:
     return {"pg_port": find_free_port_block(1), "hot_port": find_free_port_block(),
-            "cold_port": find_free_port_block()}
+            "cold_port": find_free_port_block(), "sftp_port": find_free_port_block(1)}
 
 
 def listeners(pid: int) -> set[tuple[str, int]]:
@@ -133,7 +133,8 @@ def test_export_lines_round_trip_through_a_shell(stack: DevStack) -> None:
         "OVH_S3_BUCKET_DOCUMENTS", "AWS_S3_ENDPOINT", "AWS_S3_REGION", "AWS_S3_ACCESS_KEY_ID",
         "AWS_S3_SECRET_ACCESS_KEY", "AWS_S3_BUCKET_DOCUMENTS_COLD", "VAULT_DATABASE_URL", "VAULT_DAGSTER_DATABASE_URL",
         "VAULT_REBUILD_DATABASE_URL", "VAULT_CHANGE_FEEDS", "VAULT_SEAWEEDFS_FILER", "VAULT_JOURNAL_SIGNING_KEY",
-        "VAULT_JOURNAL_PUBLIC_KEYS"]
+        "VAULT_JOURNAL_PUBLIC_KEYS", "SFTP_HOST", "SFTP_PORT", "SFTP_USERNAME", "SFTP_PRIVATE_KEY_FILE",
+        "SFTP_KNOWN_HOSTS", "SFTP_REMOTE_DIR"]
     assert (env["VAULT_CHANGE_FEEDS"], env["VAULT_SEAWEEDFS_FILER"]) == (
         "seaweedfs-filer", f"127.0.0.1:{stack.hot.ports.filer}.{stack.hot.ports.filer_grpc}")
     assert shell_env(stack.export_lines(), list(env)) == env
@@ -276,7 +277,7 @@ def test_the_runner_stops_cleanly_on_ctrl_c_or_sigterm_and_a_second_run_finds_th
     ports = free_ports()
     code = ("import sys; from pathlib import Path; from vault_pipeline.devstack.runner import run_stack_forever; "
             f"sys.exit(run_stack_forever(Path({str(root)!r}), dagster=False, pg_port={ports['pg_port']}, "
-            f"hot_port={ports['hot_port']}, cold_port={ports['cold_port']}))")
+            f"hot_port={ports['hot_port']}, cold_port={ports['cold_port']}, sftp_port={ports['sftp_port']}))")
 
     def run(then: Callable[[dict[str, str]], None], stop_signal: int) -> None:
         runner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
