@@ -86,16 +86,24 @@ def test_worker_of_another_code_version_refuses_the_run(cluster: Cluster) -> Non
 def test_redis_stopped_runs_fail_visibly_and_resume_when_it_returns(cluster: Cluster) -> None:
     in_flight = {f"redis/in-flight-{n:02d}.pdf": 20 * MiB for n in range(6)}
     cluster.upload(in_flight)
-    cluster.wait_until("a copy under way", lambda: any(
-        r["status"] == "in_progress" for r in cluster.rows(list(in_flight)).values()), 120)
+
+    def started_run() -> str | None:
+        if not any(r["status"] == "in_progress" for r in cluster.rows(list(in_flight)).values()):
+            return None
+        return next((r["runId"] for r in cluster.runs() if r["status"] == "STARTED"), None)
+
+    running = cluster.wait_until("a run copying", started_run, 120)
     before = {r["runId"] for r in cluster.runs()}
     cluster.stop_redis()
     try:
         # The run in flight needs PostgreSQL and S3, not the broker: it finishes.
-        cluster.wait_replicated(list(in_flight), timeout_s=180)
+        cluster.wait_until("the run in flight finished", lambda: cluster.api.run(running)["status"] in (
+            "SUCCESS", "FAILURE"), 180)
+        assert cluster.api.run(running)["status"] == "SUCCESS"
         # A document arriving now gets a run that cannot be launched: it fails, visibly, with the reason.
         during = {"redis/during-outage.pdf": 1000}
         cluster.upload(during)
+        cluster.wait_until("the new document registered", lambda: cluster.rows(list(during)), 60)
 
         def failed_launch() -> dict | None:
             for run in cluster.runs():
@@ -106,11 +114,13 @@ def test_redis_stopped_runs_fail_visibly_and_resume_when_it_returns(cluster: Clu
         failed = cluster.wait_until("a run failed to launch", failed_launch, 120)
         text = " ".join(e.get("message") or "" for e in cluster.api.messages(failed["runId"]))
         assert "Caught an unrecoverable error while dequeuing the run" in text, text[:2000]
+        # No run could take it while Redis was away.
         assert cluster.rows(list(during))["redis/during-outage.pdf"]["status"] == "pending"
     finally:
         cluster.start_redis_again()
-    # Redis is back: the sensor asks again for the day, a worker (reconnected) runs it.
-    cluster.wait_replicated(["redis/during-outage.pdf"], timeout_s=180)
+    # Redis is back: the sensor asks again for the day, a worker (reconnected) runs it, and whatever of the
+    # first upload was registered after the stop is copied too.
+    cluster.wait_replicated([*in_flight, *during], timeout_s=180)
     assert not cluster.open_uploads()
 
 
