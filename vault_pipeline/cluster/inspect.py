@@ -79,11 +79,13 @@ class ActiveTasks:
 
     def worker_of(self, task_id: str) -> str | None:
         if time.monotonic() - self._at > self.max_age:
-            found = {}
-            for worker in workers(self.app, self.timeout):
-                for run in worker.active:
-                    found[run.task_id] = worker.name
-            self._tasks, self._at = found, time.monotonic()
+            # Only `active`: one broadcast, not the three of `workers()` (each waits out the reply timeout).
+            try:
+                active = self.app.control.inspect(timeout=self.timeout).active() or {}
+            except Exception as exc:  # kombu/redis connection errors come in several types
+                raise BrokerUnreachable(f"{type(exc).__name__}: {exc}") from exc
+            self._tasks = {str(t.get("id")): name for name, tasks in active.items() for t in tasks or []}
+            self._at = time.monotonic()
         return self._tasks.get(task_id)
 
 

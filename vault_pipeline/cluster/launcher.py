@@ -32,6 +32,7 @@ from vault_pipeline.cluster.settings import (
     ClusterSettings,
     check_queue,
     check_redis_url,
+    queue_from_env,
     redacted,
 )
 from vault_pipeline.dagster_compat import (
@@ -50,10 +51,11 @@ class VaultCeleryRunLauncher(CeleryRunLauncher):
                  include: list[str] | None = None, config_source: dict | None = None,
                  dead_after_seconds: float = DEAD_AFTER_SECONDS, inst_data: ConfigurableClassData | None = None
                  ) -> None:
+        # Broker and backend from the instance's config, or else from the environment (the queue likewise).
         env = ClusterSettings.from_env() if not (broker and backend) else None
         broker = check_redis_url(BROKER_ENV, broker or (env.broker_url if env else ""))
         backend = check_redis_url(BACKEND_ENV, backend or (env.result_backend if env else ""))
-        queue = check_queue(QUEUE_ENV, default_queue or (env.queue if env else ClusterSettings.from_env().queue))
+        queue = check_queue(QUEUE_ENV, default_queue) if default_queue else queue_from_env()
         super().__init__(default_queue=queue, broker=broker, backend=backend, include=include,
                          config_source={**DEFAULT_CONFIG, **CELERY_CONFIG, **(config_source or {})},
                          inst_data=inst_data)

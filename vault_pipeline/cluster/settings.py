@@ -55,6 +55,12 @@ def check_queue(name: str, queue: str) -> str:
     return queue
 
 
+def queue_from_env(environ: dict[str, str] | None = None) -> str:
+    """VAULT_CELERY_QUEUE, else dagster-celery's default queue; checked."""
+    env = os.environ if environ is None else environ
+    return check_queue(QUEUE_ENV, env.get(QUEUE_ENV, "").strip() or DEFAULT_QUEUE)
+
+
 @dataclass(frozen=True)
 class ClusterSettings:
     broker_url: str
@@ -66,8 +72,7 @@ class ClusterSettings:
         env = os.environ if environ is None else environ
         broker = check_redis_url(BROKER_ENV, env.get(BROKER_ENV, ""))
         backend = check_redis_url(BACKEND_ENV, env.get(BACKEND_ENV, ""))
-        queue = check_queue(QUEUE_ENV, env.get(QUEUE_ENV, "").strip() or DEFAULT_QUEUE)
-        return cls(broker, backend, queue)
+        return cls(broker, backend, queue_from_env(env))
 
     @staticmethod
     def configured(environ: dict[str, str] | None = None) -> bool:

@@ -81,3 +81,16 @@ def test_the_cluster_instance_differs_from_dagster_yaml_only_by_launcher_and_mon
         single.pop(name, None)
         cluster.pop(name)
     assert cluster == single, "deploy/dagster-celery.yaml must follow dagster.yaml (storage, queue, sensors)"
+
+
+def test_launcher_with_urls_in_its_config_needs_no_cluster_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vault_pipeline.cluster.launcher import VaultCeleryRunLauncher
+
+    for name in ("VAULT_CELERY_BROKER_URL", "VAULT_CELERY_RESULT_BACKEND", "VAULT_CELERY_QUEUE"):
+        monkeypatch.delenv(name, raising=False)
+    launcher = VaultCeleryRunLauncher(broker=GOOD["VAULT_CELERY_BROKER_URL"],
+                                      backend=GOOD["VAULT_CELERY_RESULT_BACKEND"])
+    assert launcher.default_queue == "dagster"
+    monkeypatch.setenv("VAULT_CELERY_QUEUE", "backfill")
+    assert VaultCeleryRunLauncher(broker=GOOD["VAULT_CELERY_BROKER_URL"],
+                                  backend=GOOD["VAULT_CELERY_RESULT_BACKEND"]).default_queue == "backfill"
