@@ -26,7 +26,8 @@ CLAIM_SQL = """
         WHERE inbox = %(inbox)s
           AND (status = 'PENDING'
                OR (status = 'IN_PROGRESS' AND lease_expires_at < now())
-               OR (status = 'FAILED' AND attempts < %(max_attempts)s))
+               OR (status = 'FAILED' AND retryable AND attempts < %(max_attempts)s
+                   AND updated_at < now() - make_interval(secs => %(retry_after)s)))
         ORDER BY id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -72,6 +73,7 @@ class TransferResult:
     upload_seconds: float
     total_seconds: float
     after_transfer: str  # moved | deleted | kept
+    note: str | None = None  # kept in error_message: what went right but not as planned (e.g. a move refused)
 
 
 class TransferLog(TrackingConnection):
@@ -104,10 +106,13 @@ class TransferLog(TrackingConnection):
             return cur.rowcount if cur.rowcount >= 0 else 0
 
     def claim_files(self, inbox: str, *, owner: str, limit: int, lease_seconds: float,
-                    max_attempts: int = 3) -> list[ClaimedFile]:
+                    max_attempts: int = 3, retry_after_seconds: float = 0.0) -> list[ClaimedFile]:
+        """Up to `limit` files for `owner`: PENDING ones, those whose lease ran out, and FAILED ones that may be
+        retried (retryable, fewer than `max_attempts` attempts, the last one `retry_after_seconds` ago)."""
         with self.pool.connection() as conn, conn.transaction():
             rows = conn.execute(CLAIM_SQL, {"inbox": inbox, "owner": owner, "limit": limit, "lease": lease_seconds,
-                                            "max_attempts": max_attempts}).fetchall()
+                                            "max_attempts": max_attempts, "retry_after": retry_after_seconds}
+                                ).fetchall()
         return [ClaimedFile(*row) for row in rows]
 
     def renew_file_leases(self, owner: str, lease_seconds: float) -> int:
@@ -125,20 +130,67 @@ class TransferLog(TrackingConnection):
                 UPDATE vault_secure.file_transfer_log SET status = 'COMPLETED', transfer_end_time = clock_timestamp(),
                     hot_bucket = %s, hot_key = %s, hot_etag = %s, hot_version_id = %s, sha256 = %s,
                     document_type = %s, download_duration = %s, upload_duration = %s, total_duration = %s,
-                    after_transfer = %s, lease_expires_at = NULL, error_message = NULL, updated_at = now()
+                    after_transfer = %s, lease_expires_at = NULL, error_message = %s, updated_at = now()
                 WHERE id = %s AND worker_id = %s AND status = 'IN_PROGRESS'
                 """,
                 (result.hot_bucket, result.hot_key, result.hot_etag, result.hot_version_id, result.sha256,
                  result.document_type, result.download_seconds, result.upload_seconds, result.total_seconds,
-                 result.after_transfer, file_id, owner)).rowcount == 1
+                 result.after_transfer, result.note, file_id, owner)).rowcount == 1
 
-    def fail_file(self, file_id: int, owner: str, error: str, *, total_seconds: float | None = None) -> bool:
+    def fail_file(self, file_id: int, owner: str, error: str, *, total_seconds: float | None = None,
+                  retryable: bool = True) -> bool:
+        """FAILED with the reason. Not `retryable` (a symlink, a file that vanished or changed): no later attempt
+        of this delivery; a new delivery under the same name (another size or mtime) is registered afresh."""
         with self.pool.connection() as conn, conn.transaction():
             return conn.execute(
-                "UPDATE vault_secure.file_transfer_log SET status = 'FAILED', error_message = %s,"
+                "UPDATE vault_secure.file_transfer_log SET status = 'FAILED', error_message = %s, retryable = %s,"
                 " transfer_end_time = clock_timestamp(), total_duration = %s, lease_expires_at = NULL,"
                 " updated_at = now() WHERE id = %s AND worker_id = %s AND status = 'IN_PROGRESS'",
-                (error[:4000], total_seconds, file_id, owner)).rowcount == 1
+                (error[:4000], retryable, total_seconds, file_id, owner)).rowcount == 1
+
+    def refuse_files(self, inbox: str, refused: Iterable[tuple[str, int, dt.datetime, str]]) -> int:
+        """Record entries the intake will not transfer (a symlink, a socket...) as FAILED, not retryable, with
+        the reason, once per look: (filename, size, mtime, reason)."""
+        rows = list(refused)
+        if not rows:
+            return 0
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor()
+            cur.executemany(
+                """
+                INSERT INTO vault_secure.file_transfer_log (inbox, filename, file_size, source_mtime, file_size_mb,
+                                                           status, error_message, retryable, transfer_end_time)
+                VALUES (%s, %s, %s, %s, round(%s::numeric / 1048576, 3), 'FAILED', %s, false, now())
+                ON CONFLICT (inbox, filename) DO UPDATE SET
+                    file_size = EXCLUDED.file_size, source_mtime = EXCLUDED.source_mtime, status = 'FAILED',
+                    error_message = EXCLUDED.error_message, retryable = false, updated_at = now()
+                WHERE (vault_secure.file_transfer_log.file_size, vault_secure.file_transfer_log.source_mtime)
+                      IS DISTINCT FROM (EXCLUDED.file_size, EXCLUDED.source_mtime)
+                """,
+                [(inbox, name, size, mtime, size, reason[:4000]) for name, size, mtime, reason in rows],
+                returning=False,
+            )
+            return cur.rowcount if cur.rowcount >= 0 else 0
+
+    def known_looks(self, inbox: str, filenames: list[str]) -> dict[str, tuple[int, dt.datetime]]:
+        """The (size, mtime) the log holds for these names: a file listed again with the same look is a
+        delivery already registered, and the inbox sensor leaves it alone."""
+        if not filenames:
+            return {}
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT filename, file_size, source_mtime FROM vault_secure.file_transfer_log"
+                " WHERE inbox = %s AND filename = ANY(%s)", (inbox, filenames)).fetchall()
+        return {name: (int(size), mtime) for name, size, mtime in rows}
+
+    def claimable_files(self, inbox: str, *, max_attempts: int, retry_after_seconds: float) -> int:
+        """How many files a transfer run would claim now (the inbox sensor requests a run when there are)."""
+        with self.pool.connection() as conn:
+            return int(conn.execute(
+                "SELECT count(*) FROM vault_secure.file_transfer_log WHERE inbox = %s AND (status = 'PENDING'"
+                " OR (status = 'IN_PROGRESS' AND lease_expires_at < now()) OR (status = 'FAILED' AND retryable"
+                " AND attempts < %s AND updated_at < now() - make_interval(secs => %s)))",
+                (inbox, max_attempts, retry_after_seconds)).fetchone()[0])
 
     def release_files(self, owner: str) -> int:
         """Give back files claimed and never started (a run stopping early)."""
@@ -162,3 +214,37 @@ class TransferLog(TrackingConnection):
                 " AND transfer_end_time > now() - interval '24 hours'"
                 + (" AND inbox = %s" if inbox else ""), params).fetchone()
         return {"by_status": by_status, "last_24h": recent}
+
+    # -- the inbox sensor's looks at files still settling (intake/sftp_inbox.py) -----------------------------
+    def previous_looks(self, inbox: str, filenames: list[str]) -> dict[str, tuple[int, dt.datetime, dt.datetime]]:
+        """filename -> (size, mtime, first seen) of the looks kept for these names."""
+        if not filenames:
+            return {}
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT filename, file_size, source_mtime, first_seen FROM vault_secure.sftp_inbox_looks"
+                " WHERE inbox = %s AND filename = ANY(%s)", (inbox, filenames)).fetchall()
+        return {name: (int(size), mtime, first) for name, size, mtime, first in rows}
+
+    def save_looks(self, inbox: str, looks: dict[str, tuple[int, dt.datetime, dt.datetime]], forget: list[str],
+                   now: dt.datetime) -> None:
+        """Keep the looks of files still settling (filename -> size, mtime, first seen); drop `forget` (files
+        registered, or refused)."""
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor()
+            if looks:
+                cur.executemany(
+                    "INSERT INTO vault_secure.sftp_inbox_looks (inbox, filename, file_size, source_mtime, first_seen,"
+                    " last_seen) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (inbox, filename) DO UPDATE SET"
+                    " file_size = EXCLUDED.file_size, source_mtime = EXCLUDED.source_mtime,"
+                    " first_seen = EXCLUDED.first_seen, last_seen = EXCLUDED.last_seen",
+                    [(inbox, name, size, mtime, first, now) for name, (size, mtime, first) in looks.items()])
+            if forget:
+                cur.execute("DELETE FROM vault_secure.sftp_inbox_looks WHERE inbox = %s AND filename = ANY(%s)",
+                            (inbox, forget))
+
+    def forget_looks_before(self, inbox: str, before: dt.datetime) -> int:
+        """Looks a whole listing pass did not see again: files removed before they settled."""
+        with self.pool.connection() as conn, conn.transaction():
+            return conn.execute("DELETE FROM vault_secure.sftp_inbox_looks WHERE inbox = %s AND last_seen < %s",
+                                (inbox, before)).rowcount

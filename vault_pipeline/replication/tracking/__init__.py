@@ -16,8 +16,10 @@ One module per responsibility, one store that has them all:
     hot_deletion.py  rows whose hot object may go, and the record that it went
     reports.py       read-only questions, and the record of a verification
     sweeps.py        the reconciliation sweep's ranges, progress and key samples
+    (intake/transfer_log.py: the SFTP intake's transfer log and inbox looks, in the same database)
 """
 
+from vault_pipeline.intake.transfer_log import TransferLog
 from vault_pipeline.replication.tracking.announcements import Announcements
 from vault_pipeline.replication.tracking.claims import Claims
 from vault_pipeline.replication.tracking.connection import TrackingDatabaseError, redact_dsn
@@ -29,7 +31,7 @@ from vault_pipeline.replication.tracking.results import Results
 from vault_pipeline.replication.tracking.sweeps import SweepProgress, SweepRange, SweepRecord
 
 
-class TrackingStore(Registration, Announcements, Claims, Results, HotDeletion, Reports, SweepProgress):
+class TrackingStore(Registration, Announcements, Claims, Results, HotDeletion, Reports, SweepProgress, TransferLog):
     """Thin data-access layer over the tracking database; one instance per process, thread-safe through its
     pool (see TrackingConnection)."""
 
