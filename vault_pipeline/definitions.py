@@ -11,13 +11,16 @@ from vault_pipeline.assets.intake import hot_bucket_sweep
 from vault_pipeline.assets.journal import journal_seal
 from vault_pipeline.assets.replication import cold_copies, hot_deletions, hot_inventory
 from vault_pipeline.assets.secondary_site import rebuilt_tracking_db
+from vault_pipeline.assets.sftp import sftp_transfers
 from vault_pipeline.assets.verification import verification_report
 from vault_pipeline.checks.cold_copies import cold_copies_checks
+from vault_pipeline.checks.sftp_transfers import sftp_transfers_checks
 from vault_pipeline.jobs.intake import build_reconciliation_sweep_schedule, reconciliation_sweep_job
 from vault_pipeline.jobs.journal_seal import build_journal_seal_schedule, journal_seal_job
 from vault_pipeline.jobs.rebuild import rebuild_tracking_db_job
 from vault_pipeline.jobs.replication import replication_job
 from vault_pipeline.jobs.restore_drill import build_restore_drill_schedule, restore_drill_job
+from vault_pipeline.jobs.sftp import sftp_transfer_job
 from vault_pipeline.jobs.verification import build_verification_schedules, cold_copies_checks_job, verification_job
 from vault_pipeline.replication.policy import RetentionPolicy
 from vault_pipeline.replication.run_plan import RetryPolicy
@@ -34,10 +37,12 @@ from vault_pipeline.resources.intake_settings import IntakeSettingsResource
 from vault_pipeline.resources.journal import journal_resource_from_env
 from vault_pipeline.resources.rebuild_target import rebuild_target_from_env
 from vault_pipeline.resources.restore_drill import RestoreDrillResource
+from vault_pipeline.resources.sftp_inbox import SftpInboxResource
 from vault_pipeline.sensors.alerts import build_alert_sensors, declared_check_keys
 from vault_pipeline.sensors.hot_bucket import build_hot_bucket_sensor
 from vault_pipeline.sensors.journal_tail import build_journal_tail_sensor
 from vault_pipeline.sensors.restore_drill import build_restore_drill_followup_sensor
+from vault_pipeline.sensors.sftp_inbox import build_sftp_inbox_sensor
 from vault_pipeline.settings import VaultSettings, load_settings
 
 
@@ -76,6 +81,24 @@ def feed_resources(settings: VaultSettings) -> dict[str, object]:
             document_id_column=settings.app_document_id_column, user_id_column=settings.app_user_id_column,
             document_type_column=settings.app_document_type_column)
     return resources
+
+
+def sftp_resource(settings: VaultSettings) -> SftpInboxResource:
+    """The SFTP inbox (issue 16); every field empty or default when SFTP_HOST is unset (the intake then stays
+    off: its sensor is stopped and a run of its job fails saying what to set)."""
+    return SftpInboxResource(
+        host=settings.sftp_host.strip(), port=settings.sftp_port, username=settings.sftp_username,
+        private_key_file=str(settings.sftp_private_key_file or ""), password=optional_secret("SFTP_PASSWORD"),
+        known_hosts=settings.sftp_known_hosts, remote_dir=settings.sftp_remote_dir, hot_prefix=settings.sftp_hot_prefix,
+        max_workers=settings.sftp_max_workers, stale_lock_minutes=settings.sftp_stale_lock_minutes,
+        after_transfer=settings.sftp_after_transfer, processed_dir=settings.sftp_processed_dir,
+        document_types=settings.sftp_document_types, default_document_type=settings.sftp_default_document_type,
+        stable_seconds=settings.sftp_stable_seconds, ignore_patterns=settings.sftp_ignore_patterns,
+        max_attempts=settings.sftp_max_attempts, retry_after_seconds=settings.sftp_retry_after_seconds,
+        connect_timeout=settings.sftp_connect_timeout_seconds, multipart_threshold_mb=settings.multipart_threshold_mb,
+        part_size_mb=settings.part_size_mb, part_concurrency=settings.part_concurrency,
+        spool_dir=str(settings.spool_dir) if settings.spool_dir else None, spool_max_mb=settings.spool_max_mb,
+    )
 
 
 def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = None) -> dict[str, object]:
@@ -132,6 +155,7 @@ def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = No
         "intake": IntakeSettingsResource(sweep_listers=settings.sweep_listers,
                                          sweep_page_size=settings.sweep_page_size),
         **feed_resources(settings),
+        "sftp_inbox": sftp_resource(settings),
         "rebuild_target": rebuild_target_from_env(),
         "restore_drill": RestoreDrillResource(
             sample_size=settings.restore_drill_sample_size, tier=settings.restore_drill_tier,
@@ -169,11 +193,17 @@ def build_definitions(settings: VaultSettings, executor: ExecutorDefinition = in
         # verification from the database (checks/cold_copies.py), so any executor or run launcher works.
         executor=executor,
     )
+    # The SFTP intake (docs/sftp-intake.md): upstream of hot_inventory; its sensor runs when SFTP_HOST is set.
+    sftp = Definitions(
+        assets=[sftp_transfers], asset_checks=[sftp_transfers_checks], jobs=[sftp_transfer_job],
+        sensors=[build_sftp_inbox_sensor(sftp_transfer_job, configured=settings.sftp_configured,
+                                         minimum_interval_seconds=settings.sftp_sensor_interval_seconds,
+                                         tick_budget_seconds=settings.sensor_tick_budget_seconds)])
     # The alert sensors watch every asset check the definitions above declare, so they are added last.
     alert_sensors = build_alert_sensors(
-        check_keys=declared_check_keys([*(core.assets or []), *(core.asset_checks or [])]),
+        check_keys=declared_check_keys([*(core.assets or []), *(core.asset_checks or []), sftp_transfers_checks]),
         monitored_jobs=[reconciliation_sweep_job, replication_job, verification_job, cold_copies_checks_job,
-                        restore_drill_job, journal_seal_job, rebuild_tracking_db_job],
+                        restore_drill_job, journal_seal_job, rebuild_tracking_db_job, sftp_transfer_job],
         minimum_interval_seconds=settings.alert_sensor_interval_seconds,
     )
     # The daily journal seal (docs/journal.md).
@@ -185,7 +215,7 @@ def build_definitions(settings: VaultSettings, executor: ExecutorDefinition = in
         sensors=[build_journal_tail_sensor(rebuild_tracking_db_job,
                                            minimum_interval_seconds=settings.rebuild_sensor_interval_seconds,
                                            lag_alert_seconds=settings.rebuild_lag_alert_seconds)])
-    return Definitions.merge(core, journal, secondary, Definitions(sensors=alert_sensors))
+    return Definitions.merge(core, journal, secondary, sftp, Definitions(sensors=alert_sensors))
 
 
 defs = build_definitions(load_settings()[0])

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vault_pipeline.intake.sftp_paths import DocumentTypeRule, DocumentTypeRuleError
 from vault_pipeline.replication.policy import PolicyError, RetentionPolicy
 
 MiB = 1024 * 1024
@@ -165,6 +166,31 @@ class VaultSettings(BaseSettings):
     rebuild_sensor_interval_seconds: int = Field(60, ge=5, le=86400, alias="VAULT_REBUILD_SENSOR_INTERVAL_SECONDS")
     rebuild_lag_alert_seconds: float = Field(3600, gt=0, alias="VAULT_REBUILD_LAG_ALERT_SECONDS")
 
+    # SFTP intake (issue 16, docs/sftp-intake.md): configured when SFTP_HOST is set. The password is a secret
+    # (SFTP_PASSWORD, read as EnvVar by the resource); a key file is preferred. SFTP_KNOWN_HOSTS empty means
+    # ~/.ssh/known_hosts; `none` turns host key checking off (never in production).
+    sftp_host: str = Field("", alias="SFTP_HOST")
+    sftp_port: int = Field(22, ge=1, le=65535, alias="SFTP_PORT")
+    sftp_username: str = Field("", alias="SFTP_USERNAME")
+    sftp_private_key_file: Path | None = Field(None, alias="SFTP_PRIVATE_KEY_FILE")
+    sftp_known_hosts: str = Field("", alias="SFTP_KNOWN_HOSTS")
+    sftp_remote_dir: str = Field(".", min_length=1, alias="SFTP_REMOTE_DIR")
+    sftp_hot_prefix: str = Field("sftp/", alias="SFTP_HOT_PREFIX")
+    sftp_max_workers: int = Field(4, ge=1, le=64, alias="SFTP_MAX_WORKERS")
+    sftp_stale_lock_minutes: float = Field(30.0, gt=0, le=24 * 60, alias="SFTP_STALE_LOCK_MINUTES")
+    sftp_after_transfer: Literal["move", "delete", "keep"] = Field("move", alias="SFTP_AFTER_TRANSFER")
+    sftp_processed_dir: str = Field("processed", min_length=1, alias="SFTP_PROCESSED_DIR")
+    # "payroll=payslip,invoices=invoice": the longest listed directory of a file's path gives its type.
+    sftp_document_types: str = Field("", alias="SFTP_DOCUMENT_TYPES")
+    sftp_default_document_type: str = Field("general", min_length=1, alias="SFTP_DEFAULT_DOCUMENT_TYPE")
+    # A file is registered once two listings this far apart saw the same size and mtime.
+    sftp_stable_seconds: float = Field(30.0, ge=0, le=86400, alias="SFTP_STABLE_SECONDS")
+    sftp_ignore_patterns: str = Field(".*,*.part,*.partial,*.filepart,*.tmp", alias="SFTP_IGNORE_PATTERNS")
+    sftp_max_attempts: int = Field(3, ge=1, le=20, alias="SFTP_MAX_ATTEMPTS")
+    sftp_retry_after_seconds: float = Field(60.0, ge=0, le=86400, alias="SFTP_RETRY_AFTER_SECONDS")
+    sftp_sensor_interval_seconds: int = Field(10, ge=1, le=86400, alias="SFTP_SENSOR_INTERVAL_SECONDS")
+    sftp_connect_timeout_seconds: float = Field(15.0, gt=0, le=300, alias="SFTP_CONNECT_TIMEOUT_SECONDS")
+
     @field_validator("cold_storage_class")
     @classmethod
     def _known_class(cls, value: str) -> str:
@@ -241,6 +267,44 @@ class VaultSettings(BaseSettings):
                 raise ValueError("VAULT_CHANGE_FEEDS names app-table but VAULT_APP_DATABASE_URL is not set")
         return self
 
+    @field_validator("sftp_private_key_file", mode="before")
+    @classmethod
+    def _empty_is_no_key(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    @field_validator("sftp_hot_prefix")
+    @classmethod
+    def _hot_prefix_is_a_folder(cls, value: str) -> str:
+        if value and (not value.endswith("/") or value.startswith("/")):
+            raise ValueError("must be empty or a relative key prefix ending with '/', e.g. 'sftp/'")
+        return value
+
+    @model_validator(mode="after")
+    def _sftp_is_complete(self) -> VaultSettings:
+        if not self.sftp_configured:
+            return self
+        problems = []
+        if not self.sftp_username.strip():
+            problems.append("SFTP_USERNAME is not set")
+        key = self.sftp_private_key_file
+        if key is None and not os.environ.get("SFTP_PASSWORD"):
+            problems.append("neither SFTP_PRIVATE_KEY_FILE nor SFTP_PASSWORD is set")
+        if key is not None and not (key.is_file() and os.access(key, os.R_OK)):
+            problems.append(f"SFTP_PRIVATE_KEY_FILE {key} is not a readable file")
+        known = self.sftp_known_hosts.strip()
+        if known and known.lower() != "none" and not Path(known).is_file():
+            problems.append(f"SFTP_KNOWN_HOSTS {known} is not a file (set 'none' to turn host key checking off)")
+        if problems:
+            raise ValueError(f"SFTP_HOST is set ({self.sftp_host}) but " + "; ".join(problems))
+        return self
+
+    def sftp_document_type_rule(self) -> DocumentTypeRule:
+        return DocumentTypeRule.parse(self.sftp_document_types, self.sftp_default_document_type.strip())
+
+    @property
+    def sftp_configured(self) -> bool:
+        return bool(self.sftp_host.strip())
+
     @property
     def feeds(self) -> tuple[str, ...]:
         return tuple(n for n in self.change_feeds.split(",") if n)
@@ -298,4 +362,13 @@ def load_settings() -> tuple[VaultSettings, RetentionPolicy]:
         policy = settings.retention_policy()
     except PolicyError as exc:
         raise ConfigurationError(f"invalid vault-pipeline configuration: VAULT_RETENTION_POLICY_FILE: {exc}") from None
+    try:
+        rule = settings.sftp_document_type_rule()
+    except DocumentTypeRuleError as exc:
+        raise ConfigurationError(f"invalid vault-pipeline configuration: SFTP_DOCUMENT_TYPES: {exc}") from None
+    unknown = sorted(rule.types - set(policy.years_by_type))
+    if unknown:  # a typo would silently give payslips the default retention
+        raise ConfigurationError(
+            f"invalid vault-pipeline configuration: SFTP_DOCUMENT_TYPES / SFTP_DEFAULT_DOCUMENT_TYPE name "
+            f"{', '.join(unknown)}, not a type of the retention policy ({', '.join(sorted(policy.years_by_type))})")
     return settings, policy

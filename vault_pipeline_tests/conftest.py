@@ -206,7 +206,7 @@ def vault(
         **TEST_ENV,
     }
     for name in list(os.environ):  # nothing from the developer's shell leaks into a test
-        if name.startswith(("VAULT_", "OVH_S3_", "AWS_S3_")) or name in ("REPLICATION_CONCURRENCY",
+        if name.startswith(("VAULT_", "OVH_S3_", "AWS_S3_", "SFTP_")) or name in ("REPLICATION_CONCURRENCY",
                                                                          "DELETE_FROM_OVH_AFTER_REPLICATION"):
             monkeypatch.delenv(name)
     try:

@@ -19,6 +19,7 @@ from dagster import (
 
 from vault_pipeline.assets.journaling import flush_journal
 from vault_pipeline.assets.reporting import copy_report_metadata, human_bytes, status_table
+from vault_pipeline.assets.sftp import sftp_transfers
 from vault_pipeline.partitions import daily_partitions, day_range
 from vault_pipeline.replication.copier import ObjectCopier
 from vault_pipeline.replication.engine import ObjectResult, replicate_days
@@ -37,6 +38,7 @@ from vault_pipeline.resources.journal import JournalResource
 @asset(
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
+    deps=[sftp_transfers],  # one of the hot site's sources; the others (applications writing to S3) are not assets
     group_name="replication",
     kinds={"postgres"},
     description="Documents on the hot site for the day (UTC LastModified), as registered in "

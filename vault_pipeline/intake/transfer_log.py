@@ -248,3 +248,32 @@ class TransferLog(TrackingConnection):
         with self.pool.connection() as conn, conn.transaction():
             return conn.execute("DELETE FROM vault_secure.sftp_inbox_looks WHERE inbox = %s AND last_seen < %s",
                                 (inbox, before)).rowcount
+
+    # -- what the checks on sftp_transfers read ------------------------------------------------------------
+    def failed_files(self, inbox: str, limit: int = 50) -> tuple[int, list[tuple[str, str, bool, int]]]:
+        """(how many FAILED, the first `limit`: filename, error, retryable, attempts)."""
+        with self.pool.connection() as conn:
+            total = int(conn.execute("SELECT count(*) FROM vault_secure.file_transfer_log WHERE inbox = %s"
+                                     " AND status = 'FAILED'", (inbox,)).fetchone()[0])
+            rows = conn.execute(
+                "SELECT filename, COALESCE(error_message, ''), retryable, attempts FROM vault_secure.file_transfer_log"
+                " WHERE inbox = %s AND status = 'FAILED' ORDER BY updated_at DESC LIMIT %s", (inbox, limit)).fetchall()
+        return total, [(name, error, bool(retry), int(attempts)) for name, error, retry, attempts in rows]
+
+    def intake_hashes_against_copies(self, inbox: str, since: dt.datetime, until: dt.datetime,
+                                     limit: int = 50) -> tuple[int, list[tuple[str, str, str]]]:
+        """Files transferred in [since, until) whose hot object is replicated: how many were compared, and those
+        whose cold copy's SHA-256 differs from the one taken at intake (key, intake hash, cold hash). Compared
+        only for the same hot object (ETag): a newer delivery of the name is compared once it is copied."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                """
+                SELECT f.hot_key, f.sha256, r.sha256
+                FROM vault_secure.file_transfer_log f
+                JOIN vault_secure.replication_status r
+                  ON r.bucket_source = f.hot_bucket AND r.s3_key = f.hot_key AND r.ovh_etag = f.hot_etag
+                WHERE f.inbox = %s AND f.status = 'COMPLETED' AND f.transfer_end_time >= %s
+                  AND f.transfer_end_time < %s AND r.status = 'replicated'
+                """, (inbox, since, until)).fetchall()
+        mismatches = [(key, intake, cold) for key, intake, cold in rows if (cold or "").strip() != intake]
+        return len(rows), mismatches[:limit]

@@ -44,6 +44,7 @@ from vault_pipeline.replication.spool import READ_CHUNK, SPOOL_BUDGET, SPOOL_FRE
 from vault_pipeline.replication.tracking import ReplicationOutcome
 from vault_pipeline.replication.verify import (
     CONTENT_HEADERS,
+    META_INTAKE_SHA256,
     META_PART_SIZE,
     META_SHA256,
     META_SOURCE_ETAG,
@@ -213,6 +214,16 @@ class ObjectCopier:
         )
 
     @staticmethod
+    def _check_intake_hash(source: SourceObject, sha_hex: str) -> None:
+        """A hot object whose bytes no longer hash to the value its intake recorded was altered on the hot site:
+        copying it would lock the altered bytes for decades."""
+        intake = (source.metadata.get(META_INTAKE_SHA256) or "").strip().lower()
+        if intake and intake != sha_hex:
+            raise CopyError(f"hot object {source.key!r} hashes to {sha_hex}, not to the SHA-256 {intake} taken at its "
+                            "intake: it was altered on the hot site after delivery; nothing was copied",
+                            retryable=False)
+
+    @staticmethod
     def _pinned(source: SourceObject) -> dict[str, str]:
         """GetObject arguments that read the version hashed and nothing else: its VersionId when the hot
         bucket is versioned (later writes do not touch it), else If-Match on its ETag (a replaced object
@@ -330,6 +341,7 @@ class ObjectCopier:
                     fence: Fence | None = None) -> ReplicationOutcome:
         digest = hashlib.sha256(body).digest()
         sha_hex = digest.hex()
+        self._check_intake_hash(source, sha_hex)
         retention = self._retention(source)
         expected = ExpectedChecksum.full(digest)
         args = cold_object_args(self.cold_bucket, self.options.storage_class, source, sha_hex, retention, None)
@@ -410,6 +422,7 @@ class ObjectCopier:
         whole, part_digests, spooled = self._hash_pass(source, hash_part_size, spool)
         spool = spool if spooled else None
         sha_hex = whole.hex()
+        self._check_intake_hash(source, sha_hex)
         expected = ExpectedChecksum.composite(part_digests)
         if existing and existing["Metadata"].get(META_SHA256) == sha_hex and not expected.mismatch(
                 existing.get("ChecksumSHA256")):

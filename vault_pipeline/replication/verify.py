@@ -27,6 +27,9 @@ META_DOCUMENT_TYPE = "vault-document-type"
 META_RETENTION_YEARS = "vault-retention-years"
 META_RETAIN_UNTIL = "vault-retain-until"
 META_PART_SIZE = "vault-part-size"
+# Set on the hot object by an intake that hashed the bytes as they arrived (the SFTP intake): the copy checks
+# its own hash against it, so the cold copy is proven equal to what was delivered, end to end.
+META_INTAKE_SHA256 = "intake-sha256"
 TAG_DOCUMENT_TYPE = "DocumentType"
 TAG_RETENTION_YEARS = "RetentionYears"
 # The representation headers a copy carries from the hot object, as they are there: how to read the bytes
