@@ -14,7 +14,6 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vault_pipeline.intake.sftp_paths import DocumentTypeRule, DocumentTypeRuleError
 from vault_pipeline.replication.policy import PolicyError, RetentionPolicy
 
 MiB = 1024 * 1024
@@ -29,6 +28,22 @@ AddressingStyle = Literal["path", "virtual", "auto"]
 
 class ConfigurationError(ValueError):
     """Invalid configuration; the message names each offending variable."""
+
+
+def parse_document_types(text: str) -> dict[str, str]:
+    """SFTP_DOCUMENT_TYPES, `dir=type,dir/sub=type`, as {directory: type}; ValueError naming a bad entry."""
+    mapping: dict[str, str] = {}
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        directory, sep, document_type = entry.partition("=")
+        directory, document_type = directory.strip().strip("/"), document_type.strip()
+        if not sep or not directory or not document_type:
+            raise ValueError(f"entry {entry!r} is not 'directory=type'")
+        if directory in mapping:
+            raise ValueError(f"directory {directory!r} is listed twice")
+        mapping[directory] = document_type
+    return mapping
 
 
 class VaultSettings(BaseSettings):
@@ -298,9 +313,6 @@ class VaultSettings(BaseSettings):
             raise ValueError(f"SFTP_HOST is set ({self.sftp_host}) but " + "; ".join(problems))
         return self
 
-    def sftp_document_type_rule(self) -> DocumentTypeRule:
-        return DocumentTypeRule.parse(self.sftp_document_types, self.sftp_default_document_type.strip())
-
     @property
     def sftp_configured(self) -> bool:
         return bool(self.sftp_host.strip())
@@ -363,10 +375,10 @@ def load_settings() -> tuple[VaultSettings, RetentionPolicy]:
     except PolicyError as exc:
         raise ConfigurationError(f"invalid vault-pipeline configuration: VAULT_RETENTION_POLICY_FILE: {exc}") from None
     try:
-        rule = settings.sftp_document_type_rule()
-    except DocumentTypeRuleError as exc:
+        by_directory = parse_document_types(settings.sftp_document_types)
+    except ValueError as exc:
         raise ConfigurationError(f"invalid vault-pipeline configuration: SFTP_DOCUMENT_TYPES: {exc}") from None
-    unknown = sorted(rule.types - set(policy.years_by_type))
+    unknown = sorted({*by_directory.values(), settings.sftp_default_document_type.strip()} - set(policy.years_by_type))
     if unknown:  # a typo would silently give payslips the default retention
         raise ConfigurationError(
             f"invalid vault-pipeline configuration: SFTP_DOCUMENT_TYPES / SFTP_DEFAULT_DOCUMENT_TYPE name "

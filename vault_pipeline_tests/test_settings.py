@@ -1,5 +1,6 @@
 import pytest
 
+from vault_pipeline.intake.sftp_paths import DocumentTypeRule
 from vault_pipeline.settings import ConfigurationError, load_settings
 
 
@@ -43,6 +44,11 @@ def test_specification_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
         ("VAULT_SPOOL_DIR", "/no/such/directory"),
         ("VAULT_SPOOL_MAX_MB", "-1"),
         ("AWS_S3_FAST_PATH", "perhaps"),
+        ("SFTP_AFTER_TRANSFER", "archive"),
+        ("SFTP_HOT_PREFIX", "sftp"),
+        ("SFTP_MAX_WORKERS", "0"),
+        ("SFTP_STALE_LOCK_MINUTES", "0"),
+        ("SFTP_PORT", "70000"),
     ],
 )
 def test_invalid_values_are_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -86,8 +92,10 @@ def test_defaults_are_declared_once_in_settings() -> None:
     assert (drill.tier, drill.deadline) == (defaults["restore_drill_tier"],
                                             dt.timedelta(hours=defaults["restore_drill_deadline_hours"]))
     optional = {"webhook_url", "signing_key", "public_keys", "session_token"}  # secrets and lists from the environment
+    from vault_pipeline.resources.sftp_inbox import SftpInboxResource
+
     for resource in (ColdSiteResource, ReplicationSettingsResource, VerificationSettingsResource, AlertsResource,
-                     JournalResource, RestoreDrillResource):
+                     JournalResource, RestoreDrillResource, SftpInboxResource):
         with_default = [name for name, field in resource.model_fields.items()
                         if not field.is_required() and name not in optional
                         and not name.startswith("_")]
@@ -126,3 +134,42 @@ def test_the_s3_timeouts_reach_both_clients_of_both_sites(monkeypatch: pytest.Mo
     with pytest.raises(ConfigurationError, match="VAULT_S3_READ_TIMEOUT_SECONDS"):
         monkeypatch.setenv("VAULT_S3_READ_TIMEOUT_SECONDS", "0")
         load_settings()
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"SFTP_USERNAME": ""}, "SFTP_USERNAME is not set"),
+    ({"SFTP_PRIVATE_KEY_FILE": ""}, "neither SFTP_PRIVATE_KEY_FILE nor SFTP_PASSWORD"),
+    ({"SFTP_PRIVATE_KEY_FILE": "/no/such/key"}, "SFTP_PRIVATE_KEY_FILE /no/such/key is not a readable file"),
+    ({"SFTP_KNOWN_HOSTS": "/no/such/known_hosts"}, "SFTP_KNOWN_HOSTS /no/such/known_hosts is not a file"),
+    ({"SFTP_DOCUMENT_TYPES": "payroll=payslips"}, "payslips, not a type of the retention policy"),
+    ({"SFTP_DOCUMENT_TYPES": "payroll"}, "SFTP_DOCUMENT_TYPES: entry 'payroll' is not 'directory=type'"),
+    ({"SFTP_DEFAULT_DOCUMENT_TYPE": "misc"}, "misc, not a type of the retention policy"),
+])
+def test_an_incomplete_sftp_configuration_is_refused_naming_what_is_missing(
+        monkeypatch: pytest.MonkeyPatch, tmp_path, env: dict[str, str], message: str) -> None:
+    key = tmp_path / "key"
+    key.write_text("a key")
+    for name, value in {"SFTP_HOST": "sftp.example.net", "SFTP_USERNAME": "vault", "SFTP_PRIVATE_KEY_FILE": str(key),
+                        **env}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SFTP_PASSWORD", raising=False)
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings()
+
+
+def test_sftp_is_off_without_a_host_and_a_password_is_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SFTP_HOST", raising=False)
+    settings, _ = load_settings()
+    assert not settings.sftp_configured
+    assert (settings.sftp_hot_prefix, settings.sftp_max_workers, settings.sftp_stale_lock_minutes,
+            settings.sftp_after_transfer) == ("sftp/", 4, 30.0, "move")
+    for name, value in {"SFTP_HOST": "sftp.example.net", "SFTP_USERNAME": "vault", "SFTP_PASSWORD": "s3cret",
+                        "SFTP_DOCUMENT_TYPES": "payroll=payslip, clients/contracts=contract"}.items():
+        monkeypatch.setenv(name, value)
+    settings, _ = load_settings()
+    rule = DocumentTypeRule.parse(settings.sftp_document_types, settings.sftp_default_document_type)
+    assert settings.sftp_configured
+    assert rule.type_of("payroll/2026/a.pdf") == "payslip"
+    assert rule.type_of("clients/contracts/b.pdf") == "contract"
+    assert rule.type_of("clients/c.pdf") == "general"
+    assert "s3cret" not in settings.model_dump_json()  # the password is read by the resource, as EnvVar

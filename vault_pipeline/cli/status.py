@@ -132,6 +132,20 @@ def render(report: Any) -> str:
                              for r in worker["active"]) or "idle"
             row("", f"{worker['name']} (pid {worker['pid']}, {worker['pool_processes']} at once): {runs}")
 
+    sftp = report.sftp
+    if sftp.get("by_status"):
+        by = sftp["by_status"]
+        row("sftp intake", ", ".join(f"{st.lower().replace('_', ' ')} {by.get(st, {}).get('files', 0):,}"
+                                     for st in ("PENDING", "IN_PROGRESS", "COMPLETED", "FAILED"))
+            + " file(s) in vault_secure.file_transfer_log")
+        day = sftp["last_24h"]
+        if day["files"]:
+            row("", f"last 24 h: {day['files']:,} file(s), {format_amount(day['bytes'], 'bytes')}; download "
+                f"{day['download_mb_per_s'] or '-'} MB/s, upload {day['upload_mb_per_s'] or '-'} MB/s per worker")
+        for item in sftp["latest_failures"]:
+            row("", f"FAILED {item['filename']!r} ({item['attempts']} attempt(s)"
+                f"{'' if item['retried'] else ', not retried'}): {' '.join(item['error'].split())[:160]}")
+
     verification = report.verification
     row("verification", f"every day re-verified within {verification['period_days']} days: "
         f"{verification['days_with_copies']:,} day(s) with copies, {verification['overdue_days']:,} overdue"

@@ -46,6 +46,7 @@ class StatusReport:
     dagster: dict[str, Any]
     failed_checks: list[dict[str, Any]]
     cluster: dict[str, Any] = field(default_factory=lambda: {"configured": False})
+    sftp: dict[str, Any] = field(default_factory=dict)
     attention: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -234,6 +235,31 @@ def dagster_status(api: DagsterApi) -> tuple[dict[str, Any], list[dict[str, Any]
     }, checks
 
 
+def sftp_status(conn: Any) -> dict[str, Any]:
+    """vault_secure.file_transfer_log summed up: files and bytes by status, the last 24 hours' transfers and
+    their per-phase throughput, the latest failures."""
+    by_status = {status: {"files": int(n), "bytes": int(b)} for status, n, b in conn.execute(
+        "SELECT status, count(*), COALESCE(sum(file_size), 0) FROM vault_secure.file_transfer_log GROUP BY status")}
+    files, total, download, upload, wall = conn.execute(
+        "SELECT count(*), COALESCE(sum(file_size), 0), COALESCE(sum(download_duration), 0),"
+        " COALESCE(sum(upload_duration), 0), EXTRACT(EPOCH FROM max(transfer_end_time) - min(transfer_start_time))"
+        " FROM vault_secure.file_transfer_log WHERE status = 'COMPLETED'"
+        " AND transfer_end_time > now() - interval '24 hours'").fetchone()
+    failures = [{"inbox": inbox, "filename": name, "error": error, "retried": bool(retry), "attempts": int(attempts)}
+                for inbox, name, error, retry, attempts in conn.execute(
+                    "SELECT inbox, filename, COALESCE(error_message, ''), retryable, attempts"
+                    " FROM vault_secure.file_transfer_log WHERE status = 'FAILED' ORDER BY updated_at DESC LIMIT 5")]
+    mib = float(total) / 1024 / 1024
+    return {
+        "by_status": by_status,
+        "last_24h": {"files": int(files), "bytes": int(total),
+                     "download_mb_per_s": round(mib / float(download), 2) if download else None,
+                     "upload_mb_per_s": round(mib / float(upload), 2) if upload else None,
+                     "first_to_last_seconds": float(wall) if wall is not None else None},
+        "latest_failures": failures,
+    }
+
+
 def needs_attention(report: StatusReport, *, now: dt.datetime, sensor_interval_seconds: float) -> list[str]:
     """One line per thing a human should look at; empty when all is well."""
     lines = []
@@ -275,6 +301,10 @@ def needs_attention(report: StatusReport, *, now: dt.datetime, sensor_interval_s
         elif not cluster["workers"]:
             lines.append(f"Celery cluster: no worker answers on queue {cluster['queue']!r}: launched runs wait"
                          + (f" ({cluster['queued_runs']} queued)" if cluster.get("queued_runs") else ""))
+    failed_files = report.sftp.get("by_status", {}).get("FAILED", {}).get("files", 0)
+    if failed_files:
+        lines.append(f"{failed_files} SFTP file(s) FAILED in vault_secure.file_transfer_log (each with its reason): "
+                     "fix the cause, then deliver the file again (or touch it) to transfer it")
     waiting = report.oldest_waiting
     if waiting and waiting["waiting_seconds"] > max(10 * sensor_interval_seconds, 3600):
         lines.append(f"oldest waiting object {waiting['key']!r} has waited {waiting['waiting_seconds'] / 3600:.1f} h")
@@ -298,7 +328,7 @@ def collect_status(conn: Any, api: DagsterApi | None, *, source_bucket: str | No
         by_document_type=db["by_document_type"], backlog=db["backlog"], oldest_waiting=db["oldest_waiting"],
         recent_copies=db["recent_copies"], failed_rows=db["failed_rows"], verification=db["verification"],
         open_alerts=db["open_alerts"], dagster=dagster, failed_checks=checks,
-        cluster=cluster or {"configured": False},
+        cluster=cluster or {"configured": False}, sftp=sftp_status(conn),
     )
     report.attention = needs_attention(report, now=db["now"], sensor_interval_seconds=sensor_interval_seconds)
     return report

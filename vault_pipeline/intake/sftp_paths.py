@@ -14,6 +14,8 @@ import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from vault_pipeline.settings import parse_document_types
+
 MAX_KEY_BYTES = 1024  # S3's limit on a key, in UTF-8 bytes
 
 
@@ -31,19 +33,11 @@ class DocumentTypeRule:
 
     @classmethod
     def parse(cls, text: str, default: str) -> DocumentTypeRule:
-        """`dir=type,dir/sub=type` (spaces around entries ignored)."""
-        mapping: dict[str, str] = {}
-        for entry in (e.strip() for e in text.split(",")):
-            if not entry:
-                continue
-            directory, sep, document_type = entry.partition("=")
-            directory, document_type = directory.strip().strip("/"), document_type.strip()
-            if not sep or not directory or not document_type:
-                raise DocumentTypeRuleError(f"entry {entry!r} is not 'directory=type'")
-            if directory in mapping:
-                raise DocumentTypeRuleError(f"directory {directory!r} is listed twice")
-            mapping[directory] = document_type
-        return cls(by_directory=mapping, default=default)
+        """`dir=type,dir/sub=type` (SFTP_DOCUMENT_TYPES, read as settings.py reads it)."""
+        try:
+            return cls(by_directory=parse_document_types(text), default=default.strip())
+        except ValueError as exc:
+            raise DocumentTypeRuleError(str(exc)) from None
 
     @property
     def types(self) -> set[str]:

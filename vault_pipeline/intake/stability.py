@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from vault_pipeline.intake.transfer_log import StableFile
+from vault_pipeline.replication.tracking.file_transfers import StableFile
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vault_pipeline.intake.transfer_log import StableFile, TransferLog, TransferResult
+from vault_pipeline.replication.tracking.file_transfers import StableFile, TransferLog, TransferResult
 
 INBOX = "sftp://vault@127.0.0.1:2222/inbox"
 T0 = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)

@@ -180,7 +180,9 @@ def ui_stack(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iter
     with pytest.MonkeyPatch.context() as env:
         for name in [n for n in os.environ if n.startswith(PIPELINE_VARIABLES)]:
             env.delenv(name)
-        server = DevServer(root / "stack", log_path, {"VAULT_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_S)})
+        server = DevServer(root / "stack", log_path, {"VAULT_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_S),
+                                                      # the SFTP inbox's files settle in 2 s, not 30
+                                                      "SFTP_STABLE_SECONDS": "2", "SFTP_SENSOR_INTERVAL_SECONDS": "3"})
         try:
             server.start()
             api = DagsterApi(server.ui_url)

@@ -8,15 +8,22 @@ shows (not what the API says) and saving full-page screenshots (see conftest.py)
    step 1, so that the graph shows the copies and their checks);
 3. one partition of cold_copies materialized from the asset page (Materialize… dialog), the run succeeding;
 4. a cold object overwritten behind the pipeline's back, the checks job launched from its Launchpad with
-   the tag dagster/partition, then the checksum check failed, naming the key, on the asset's Checks tab.
+   the tag dagster/partition, then the checksum check failed, naming the key, on the asset's Checks tab;
+5. a document put into the SFTP inbox with the exported SFTP_* settings, as a producer would: it reaches the
+   cold site locked and verified under sftp/<path>, its file_transfer_log row COMPLETED with its durations,
+   and sftp_transfers shows the transfer (issue 16, "Done when").
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import re
 import urllib.parse
 
+import asyncssh
+import psycopg
 import pytest
 
 from vault_pipeline.dagster_api import LOCATION
@@ -94,6 +101,10 @@ def test_2_lineage_shows_the_replication_chain_and_the_journal(ui_stack: UiStack
     settled_graph(page, "hot_inventory", "cold_copies", "verification_report")
     expect(page.get_by_text("Graph depth")).to_be_visible()
     screenshot(page, "03-lineage-chain")
+    # The SFTP intake upstream of the hot inventory: sftp_transfers → hot_inventory → cold_copies.
+    page.goto(ui_stack.url("/assets/cold_copies?view=lineage&lineageScope=upstream&lineageDepth=2"))
+    settled_graph(page, "sftp_transfers", "hot_inventory", "cold_copies")
+    screenshot(page, "03b-lineage-sftp")
     page.goto(ui_stack.url("/assets/verification_report?view=lineage&lineageScope=upstream&lineageDepth=1"))
     settled_graph(page, "cold_copies", "verification_report")
     expect(node(page, "hot_inventory")).to_have_count(0)
@@ -204,3 +215,46 @@ def test_4_tampered_cold_object_fails_its_check_naming_the_key(ui_stack: UiStack
     expect(failures).to_contain_text(key)
     expect(failures).to_contain_text("is not the verified version")
     screenshot(page, "12-check-failures-table")
+
+
+def test_5_a_document_put_by_sftp_reaches_the_cold_site(ui_stack: UiStack, page: Page) -> None:
+    env = ui_stack.server.env
+    name = "payroll/2026/jdoe payslip é.pdf"
+    body = b"%PDF-1.7 delivered by SFTP " * 1000
+
+    async def put() -> None:
+        async with asyncssh.connect(env["SFTP_HOST"], int(env["SFTP_PORT"]), username=env["SFTP_USERNAME"],
+                                    client_keys=[env["SFTP_PRIVATE_KEY_FILE"]], known_hosts=env["SFTP_KNOWN_HOSTS"],
+                                    agent_path=None, config=[]) as conn, conn.start_sftp_client() as sftp:
+            await sftp.makedirs(f"{env['SFTP_REMOTE_DIR']}/payroll/2026", exist_ok=True)
+            async with sftp.open(f"{env['SFTP_REMOTE_DIR']}/{name}", "wb") as remote:
+                await remote.write(body)
+
+    asyncio.run(put())
+
+    def logged() -> tuple | None:
+        with psycopg.connect(env["VAULT_DATABASE_URL"]) as conn:
+            return conn.execute("SELECT status, hot_key, sha256, download_duration, upload_duration, total_duration,"
+                                " after_transfer, worker_id FROM vault_secure.file_transfer_log WHERE filename = %s",
+                                (name,)).fetchone()
+
+    ui_stack.wait_until("the SFTP file transferred", lambda: (logged() or ("",))[0] == "COMPLETED")
+    _, hot_key, sha, download, upload, total, after, worker = logged() or ()
+    assert (hot_key, sha, after) == (f"sftp/{name}", hashlib.sha256(body).hexdigest(), "moved")
+    assert download > 0 and upload > 0 and total > 0
+
+    def locked() -> bool:
+        versions = ui_stack.cold.list_object_versions(Bucket=ui_stack.cold_bucket, Prefix=hot_key).get("Versions", [])
+        return len(versions) == 1
+    ui_stack.wait_until("the SFTP document copied to the cold site", locked)
+    head = ui_stack.cold.head_object(Bucket=ui_stack.cold_bucket, Key=hot_key)
+    assert head["ObjectLockMode"] == "COMPLIANCE" and head["Metadata"]["vault-sha256"] == sha
+    assert head["Metadata"]["vault-document-type"] == "general"
+
+    # The run the sensor launched (its id leads the lease owner's name), then the asset's page.
+    page.goto(ui_stack.url(f"/runs/{worker.split('/')[0]}"))
+    expect(page.get_by_text("RUN_SUCCESS", exact=True)).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    screenshot(page, "10-sftp-transfer-run")
+    page.goto(ui_stack.url("/assets/sftp_transfers"))
+    expect(page.get_by_text("Documents delivered to the SFTP inbox", exact=False).first).to_be_visible()
+    screenshot(page, "11-sftp-transfers")

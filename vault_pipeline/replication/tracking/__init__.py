@@ -16,13 +16,13 @@ One module per responsibility, one store that has them all:
     hot_deletion.py  rows whose hot object may go, and the record that it went
     reports.py       read-only questions, and the record of a verification
     sweeps.py        the reconciliation sweep's ranges, progress and key samples
-    (intake/transfer_log.py: the SFTP intake's transfer log and inbox looks, in the same database)
+    file_transfers.py the SFTP intake's transfer log and its inbox looks
 """
 
-from vault_pipeline.intake.transfer_log import TransferLog
 from vault_pipeline.replication.tracking.announcements import Announcements
 from vault_pipeline.replication.tracking.claims import Claims
 from vault_pipeline.replication.tracking.connection import TrackingDatabaseError, redact_dsn
+from vault_pipeline.replication.tracking.file_transfers import TransferLog
 from vault_pipeline.replication.tracking.hot_deletion import HotDeletion
 from vault_pipeline.replication.tracking.records import ClaimedRow, RegisterResult, ReplicationOutcome
 from vault_pipeline.replication.tracking.registration import Registration
