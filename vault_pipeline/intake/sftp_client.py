@@ -23,7 +23,7 @@ import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import asyncssh
@@ -84,7 +84,7 @@ class RemoteEntry:
     """One directory entry, as lstat sees it: a symlink is a symlink, never what it points to."""
 
     name: str
-    kind: str  # file | dir | symlink | other
+    kind: str  # file | dir | symlink | other | undecodable (a name that is not UTF-8)
     size: int
     mtime: dt.datetime
     permissions: int | None
@@ -106,6 +106,13 @@ def _entry(name: str, attrs: asyncssh.SFTPAttrs) -> RemoteEntry:
     # Microseconds: what PostgreSQL keeps, so that a look read back from the log compares equal.
     mtime = dt.datetime.fromtimestamp(mtime_ns // 1000 / 1_000_000, dt.UTC)
     return RemoteEntry(name=name, kind=kind, size=int(attrs.size or 0), mtime=mtime, permissions=mode)
+
+
+def _listed(raw_name: bytes, attrs: asyncssh.SFTPAttrs) -> RemoteEntry:
+    try:
+        return _entry(raw_name.decode("utf-8"), attrs)
+    except UnicodeDecodeError:
+        return replace(_entry(raw_name.decode("utf-8", "backslashreplace"), attrs), kind="undecodable")
 
 
 def join(directory: str, name: str) -> str:
@@ -190,26 +197,39 @@ class SftpSession:
         return True
 
     def scandir(self, path: str) -> list[RemoteEntry]:
-        """The entries of a directory (not . and ..), with their lstat attributes."""
+        """The entries of a directory (not . and ..), with their lstat attributes. Names are read as bytes:
+        one that is not UTF-8 (which asyncssh would refuse for the whole listing) is an entry of kind
+        `undecodable`, its name shown with \\x escapes, to be recorded and never opened."""
         async def read() -> list[RemoteEntry]:
-            return [_entry(n.filename, n.attrs) async for n in self._sftp.scandir(path)
-                    if n.filename not in (".", "..")]
+            return [_listed(bytes(n.filename), n.attrs) async for n in self._sftp.scandir(path.encode("utf-8"))
+                    if n.filename not in (b".", b"..")]
         return self._call(read(), "list", path)
 
-    def read_chunks(self, path: str, start: int, chunk_size: int) -> Iterator[bytes]:
-        """The file's bytes from `start` to its end, in chunks of `chunk_size`, the next chunk requested
-        while the caller handles the current one. asyncssh splits each chunk into parallel SFTP reads."""
+    def read_chunks(self, path: str, start: int, chunk_size: int, end: int | None = None) -> Iterator[bytes]:
+        """The file's bytes from `start` to `end` (None: to its end), in chunks of `chunk_size`, the next chunk
+        requested while the caller handles the current one. asyncssh splits each chunk into parallel SFTP
+        reads. With `end` known, nothing is asked past it (a small file costs open, one read, close)."""
         handle = self._call(self._sftp.open(path, "rb", encoding=None), "open", path)
         offset = start
+
+        def size_at(at: int) -> int:
+            return chunk_size if end is None else min(chunk_size, end - at)
+
         try:
-            ahead = self._read_ahead(handle, chunk_size, offset)
+            if end is not None and offset >= end:
+                return
+            ahead = self._read_ahead(handle, size_at(offset), offset)
             while True:
                 chunk = self._result(ahead, "read", path)
                 if not chunk:
                     return
                 offset += len(chunk)
-                ahead = self._read_ahead(handle, chunk_size, offset)
+                done = end is not None and offset >= end
+                if not done:
+                    ahead = self._read_ahead(handle, size_at(offset), offset)
                 yield chunk
+                if done:
+                    return
         finally:
             if not self.broken:
                 with suppress(SftpError):

@@ -11,7 +11,8 @@ Of each directory's entries:
   file is registered in the transfer log as PENDING. A file the log already holds with the same size and
   mtime (transferred and kept, or waiting) is left alone; another size or mtime is a new delivery;
 * subdirectories are listed in turn, except the processed folder;
-* symlinks, devices, sockets and FIFOs are never followed nor read: they are recorded FAILED with the reason.
+* symlinks, devices, sockets and FIFOs are never followed nor read, and a name that is not UTF-8 is never
+  opened: they are recorded FAILED with the reason.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from vault_pipeline.intake.sftp_client import SftpFileError, SftpPool, join
 from vault_pipeline.intake.sftp_paths import ignored
 from vault_pipeline.intake.stability import Look, judge
-from vault_pipeline.intake.transfer_log import TransferLog
+from vault_pipeline.replication.tracking.file_transfers import TransferLog
 
 
 @dataclass
@@ -70,6 +71,9 @@ class ScanReport:
 def _kind_reason(kind: str) -> str:
     if kind == "symlink":
         return "a symbolic link: never followed (the intake reads regular files only, inside the inbox)"
+    if kind == "undecodable":
+        return ("the name is not valid UTF-8 (shown here with \\x escapes): it cannot become a hot key; "
+                "rename it on the server")
     return f"not a regular file ({kind}): not read"
 
 

@@ -52,16 +52,17 @@ from vault_pipeline.intake.sftp_client import (
     join,
 )
 from vault_pipeline.intake.sftp_paths import DocumentTypeRule, hot_key, key_problem
-from vault_pipeline.intake.transfer_log import ClaimedFile, TransferLog, TransferResult
 from vault_pipeline.replication.checksums import ExpectedChecksum, b64
 from vault_pipeline.replication.errors import describe_s3_error
 from vault_pipeline.replication.inventory import ListedObject, strip_etag
 from vault_pipeline.replication.spool import SPOOL_BUDGET, SPOOL_FREE_MARGIN, PartHasher, SpoolFile
+from vault_pipeline.replication.tracking.file_transfers import ClaimedFile, TransferLog, TransferResult
+from vault_pipeline.replication.verify import META_INTAKE_SHA256
+from vault_pipeline.settings import setting_default
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-META_INTAKE_SHA256 = "intake-sha256"
 META_INTAKE_SOURCE = "intake-source"
 META_INTAKE_MTIME = "intake-mtime"
 META_DOCUMENT_TYPE = "document-type"
@@ -90,11 +91,11 @@ class TransferSettings:
     max_workers: int
     lease_seconds: float
     max_attempts: int
-    retry_after_seconds: float = 30.0
-    chunk_size: int = 4 * MiB
-    reconnects: int = 3
+    retry_after_seconds: float = setting_default("sftp_retry_after_seconds")
+    chunk_size: int = 4 * MiB  # one SFTP read request of the stream (asyncssh splits it into parallel reads)
+    reconnects: int = 3  # dropped connections resumed per file
     spool_dir: str | None = None
-    spool_max_bytes: int = 8192 * MiB
+    spool_max_bytes: int = setting_default("spool_max_mb") * MiB
 
     @property
     def processed_path(self) -> str:
@@ -189,6 +190,7 @@ class SftpTransfer:
         self.hot, self.hot_bucket, self.settings, self.owner = hot, hot_bucket, settings, owner
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._made_dirs: set[str] = set()
 
     # -- the run ---------------------------------------------------------------------------------------
     def run(self, *, max_files: int | None = None,
@@ -268,6 +270,11 @@ class SftpTransfer:
     def _failed(self, claimed: ClaimedFile, owner: str, error: str, started: float, *,
                 retryable: bool) -> FileOutcome:
         total = time.monotonic() - started
+        if retryable and claimed.attempts >= self.settings.max_attempts:
+            error += (f" (attempt {claimed.attempts} of {self.settings.max_attempts}, the last: once the cause is "
+                      "fixed, deliver the file again or touch it, and it is transferred as a new delivery)")
+        elif retryable:
+            error += f" (attempt {claimed.attempts} of {self.settings.max_attempts}, retried)"
         self.log.fail_file(claimed.id, owner, error, total_seconds=total, retryable=retryable)
         log.warning("SFTP transfer of %r failed (attempt %d%s): %s", claimed.filename, claimed.attempts,
                     "" if retryable else ", not retried", error)
@@ -353,11 +360,11 @@ class SftpTransfer:
                     if offset:  # resuming: only where the file is still the one registered
                         entry = session.lstat(path)
                         self._same_look(claimed, entry.size, entry.mtime, "while the connection was down")
-                    for chunk in session.read_chunks(path, offset, self.settings.chunk_size):
+                    # Up to the registered size: a file that grows meanwhile is caught by the lstat before its
+                    # move, which leaves it in the inbox to be registered again as a new delivery.
+                    for chunk in session.read_chunks(path, offset, self.settings.chunk_size, end=claimed.size):
                         download.consume(chunk)
                         offset += len(chunk)
-                        if offset > claimed.size:
-                            break
                 break
             except (SftpConnectionLost, SftpUnavailable) as exc:
                 lost += 1
@@ -378,11 +385,16 @@ class SftpTransfer:
 
     def _read_range(self, claimed: ClaimedFile, path: str, start: int, length: int) -> bytes:
         data = bytearray()
-        with self.pool.session() as session:
-            for chunk in session.read_chunks(path, start, min(self.settings.chunk_size, max(length, 1))):
-                data += chunk
-                if len(data) >= length:
-                    break
+        try:
+            with self.pool.session() as session:
+                for chunk in session.read_chunks(path, start, self.settings.chunk_size, end=start + length):
+                    data += chunk
+        except SftpFileError as exc:
+            if exc.reason in ("no such file", "no such path"):
+                raise FileRefused(f"{claimed.filename!r} vanished during its transfer, before its parts were read "
+                                  "again (no spool file): the upload was aborted, nothing was uploaded",
+                                  retryable=False) from exc
+            raise
         return bytes(data[:length])
 
     def _multipart(self, claimed: ClaimedFile, path: str, key: str, metadata: dict[str, str], content_type: str,
@@ -480,7 +492,13 @@ class SftpTransfer:
             return "kept", None
         try:
             with self.pool.session() as session:
-                entry = session.lstat(path)
+                try:
+                    entry = session.lstat(path)
+                except SftpFileError as exc:
+                    if exc.reason not in ("no such file", "no such path"):
+                        raise
+                    return "kept", ("transferred and verified, then the source was no longer in the inbox (removed "
+                                    "or renamed by someone else during its transfer): nothing to move or delete")
                 if (entry.size, entry.mtime) != (claimed.size, claimed.mtime):
                     return "kept", ("the source changed after its transfer: kept in the inbox, where it is "
                                     "registered again as a new delivery")
@@ -494,7 +512,10 @@ class SftpTransfer:
 
     def _move(self, session: SftpSession, filename: str, path: str) -> str | None:
         target = join(self.settings.processed_path, filename)
-        session.makedirs(os.path.dirname(target) or ".")
+        folder = os.path.dirname(target) or "."
+        if folder not in self._made_dirs:  # once per folder and run: a drop of 10,000 files shares a few
+            session.makedirs(folder)
+            self._made_dirs.add(folder)
         note = None
         if session.exists(target):  # an earlier delivery of the same name: both are kept
             target = f"{target}.{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
