@@ -146,7 +146,7 @@ def main(config_path: str, result_path: str) -> int:
             transfer = SftpTransfer(
                 pool=pool, transfer_log=store, hot=hot, hot_bucket=job["hot"]["bucket"], settings=settings,
                 owner=f"sftp-bench/{os.getpid()}",
-                register=lambda obj: store.register([obj], source_bucket=job["hot"]["bucket"],
+                register=lambda objects: store.register(objects, source_bucket=job["hot"]["bucket"],
                                                     destination_bucket="cold"))
             report = transfer.run()
             ended, cpu_ended = time.monotonic(), time.process_time()

@@ -108,7 +108,7 @@ def sftp_transfers(
         transfer = SftpTransfer(
             pool=pool, transfer_log=store, hot=hot_site.client(), hot_bucket=hot_site.bucket, settings=settings,
             owner=f"{context.run.run_id}/{os.getpid()}",
-            register=lambda obj: store.register([obj], source_bucket=hot_site.bucket,
+            register=lambda objects: store.register(objects, source_bucket=hot_site.bucket,
                                                 destination_bucket=cold_site.bucket),
         )
         report = transfer.run(progress=progress)

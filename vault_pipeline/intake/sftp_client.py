@@ -44,6 +44,10 @@ class SftpUnavailable(SftpError):
     of the run can be transferred, so the run stops instead of failing every file the same way."""
 
 
+class SftpRefused(SftpUnavailable):
+    """The server was reached and refused us (host key, authentication, our key): never worth a retry."""
+
+
 class SftpConnectionLost(SftpError):
     """The connection dropped, or the server stopped answering, in the middle of an operation."""
 
@@ -235,6 +239,38 @@ class SftpSession:
                 with suppress(SftpError):
                     self._call(handle.close(), "close", path)
 
+    def read_whole(self, path: str, size: int) -> tuple[RemoteEntry, bytes]:
+        """A small file in one hop to the event loop: its lstat, then (a regular file only: a symlink is never
+        opened) open, one read of `size` bytes, close. The caller compares the lstat with what it expects."""
+        async def read() -> tuple[RemoteEntry, bytes]:
+            entry = _entry(path.rsplit("/", 1)[-1], await self._sftp.lstat(path))
+            if entry.kind != "file" or size == 0:
+                return entry, b""
+            async with self._sftp.open(path, "rb", encoding=None) as handle:
+                return entry, await handle.read(size, 0)
+        return self._call(read(), "read", path)
+
+    def move_or_remove(self, path: str, expected: tuple[int, dt.datetime], target: str | None) -> tuple[str, str]:
+        """In one hop: if `path` still has the size and mtime `expected`, rename it to `target` (a timestamp
+        suffix when `target` exists: both kept) or, without a target, remove it. Returns (what was done:
+        "moved", "removed" or "changed", the final target)."""
+        async def finish() -> tuple[str, str]:
+            entry = _entry(path, await self._sftp.lstat(path))
+            if (entry.size, entry.mtime) != expected:
+                return "changed", ""
+            if target is None:
+                await self._sftp.remove(path)
+                return "removed", ""
+            final = target
+            try:
+                await self._sftp.lstat(target)
+                final = f"{target}.{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+            except asyncssh.SFTPNoSuchFile:
+                pass
+            await self._sftp.rename(path, final)
+            return "moved", final
+        return self._call(finish(), "move" if target else "remove", path)
+
     def _read_ahead(self, handle: asyncssh.SFTPClientFile, size: int, offset: int) -> Future[bytes]:
         return self._pool.loop.submit(asyncio.wait_for(handle.read(size, offset), self._pool.config.io_timeout))
 
@@ -301,17 +337,17 @@ class SftpPool:
             connection, sftp = self.loop.run(self._open_session(), timeout=c.connect_timeout * 2 + 5)
         except asyncssh.HostKeyNotVerifiable as exc:
             where = c.known_hosts or "~/.ssh/known_hosts"
-            raise SftpUnavailable(
+            raise SftpRefused(
                 f"SFTP server {c.address}: host key refused, it is not the one {where} (SFTP_KNOWN_HOSTS) lists for "
                 f"this host ({exc.reason}). Connection refused: a changed key may be an attacker in the middle; "
                 "add the new key to SFTP_KNOWN_HOSTS only once its fingerprint is confirmed with the server's "
                 "operator") from None
         except asyncssh.PermissionDenied as exc:
             how = "SFTP_PRIVATE_KEY_FILE" if c.private_key_file else "SFTP_PASSWORD"
-            raise SftpUnavailable(f"SFTP server {c.address}: authentication of user {c.username!r} refused "
+            raise SftpRefused(f"SFTP server {c.address}: authentication of user {c.username!r} refused "
                                   f"({exc.reason}); check SFTP_USERNAME and {how}") from None
         except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
-            raise SftpUnavailable(f"SFTP_PRIVATE_KEY_FILE {c.private_key_file}: not a usable private key "
+            raise SftpRefused(f"SFTP_PRIVATE_KEY_FILE {c.private_key_file}: not a usable private key "
                                   f"({exc})") from None
         except TimeoutError:
             raise SftpUnavailable(f"SFTP server {c.address}: no SSH handshake within {c.connect_timeout:g} s") from None

@@ -37,17 +37,19 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from vault_pipeline.intake.sftp_client import (
+    RemoteEntry,
     SftpConnectionLost,
     SftpError,
     SftpFileError,
     SftpPool,
-    SftpSession,
+    SftpRefused,
     SftpUnavailable,
     join,
 )
@@ -67,6 +69,19 @@ META_INTAKE_SOURCE = "intake-source"
 META_INTAKE_MTIME = "intake-mtime"
 META_DOCUMENT_TYPE = "document-type"
 AFTER_TRANSFER = ("move", "delete", "keep")
+
+
+CLAIM_BATCH = 8  # files a worker claims at once (small ones: see TransferLog.claim_files' max_bytes)
+RECORD_BATCH = 16  # files a worker completes in one statement
+
+
+@dataclass(frozen=True)
+class Transferred:
+    """A file on the hot site, verified, its source moved (or deleted or kept): what is left to record."""
+
+    result: TransferResult
+    listed: ListedObject  # to register in replication_status
+    ended: dt.datetime
 
 
 class FileRefused(Exception):
@@ -184,7 +199,8 @@ class _Download:
 class SftpTransfer:
     """Transfers the claimable files of one inbox to the hot site, `settings.max_workers` at a time."""
 
-    def __init__(self, *, pool: SftpPool, transfer_log: TransferLog, register: Callable[[ListedObject], None],
+    def __init__(self, *, pool: SftpPool, transfer_log: TransferLog,
+                 register: Callable[[list[ListedObject]], None],
                  hot: Any, hot_bucket: str, settings: TransferSettings, owner: str) -> None:
         self.pool, self.log, self.register = pool, transfer_log, register
         self.hot, self.hot_bucket, self.settings, self.owner = hot, hot_bucket, settings, owner
@@ -200,24 +216,47 @@ class SftpTransfer:
         owners = [f"{self.owner}/{i}" for i in range(self.settings.max_workers)]
         claimed_total = 0
 
-        def take(owner: str) -> ClaimedFile | None:
+        def take(owner: str) -> list[ClaimedFile]:
             nonlocal claimed_total
             with self._lock:
                 if self._stop.is_set() or (max_files is not None and claimed_total >= max_files):
-                    return None
-                found = self.log.claim_files(
-                    self.settings.inbox_id, owner=owner, limit=1, lease_seconds=self.settings.lease_seconds,
-                    max_attempts=self.settings.max_attempts, retry_after_seconds=self.settings.retry_after_seconds)
-                claimed_total += len(found)
-            return found[0] if found else None
+                    return []
+                limit = CLAIM_BATCH if max_files is None else min(CLAIM_BATCH, max_files - claimed_total)
+                claimed_total += limit  # reserved; what the claim did not find is given back below
+            found = self.log.claim_files(
+                self.settings.inbox_id, owner=owner, limit=limit, lease_seconds=self.settings.lease_seconds,
+                max_attempts=self.settings.max_attempts, retry_after_seconds=self.settings.retry_after_seconds,
+                max_bytes=self.settings.multipart_threshold)
+            with self._lock:
+                claimed_total -= limit - len(found)
+            return found
+
+        def record(outcome: FileOutcome) -> None:
+            with self._lock:
+                report.outcomes.append(outcome)
+            if progress is not None:
+                progress(outcome)
 
         def worker(owner: str) -> None:
-            while (claimed := take(owner)) is not None:
-                outcome = self._transfer_and_record(claimed, owner, report)
-                with self._lock:
-                    report.outcomes.append(outcome)
-                if progress is not None:
-                    progress(outcome)
+            queue: deque[ClaimedFile] = deque()
+            done: list[tuple[ClaimedFile, Transferred]] = []
+            try:
+                while not self._stop.is_set():
+                    if not queue:
+                        self._record_done(owner, done, record)
+                        queue.extend(take(owner))
+                        if not queue:
+                            break
+                    claimed = queue.popleft()
+                    outcome = self._transfer_or_fail(claimed, owner, report)
+                    if isinstance(outcome, FileOutcome):
+                        record(outcome)
+                    else:
+                        done.append((claimed, outcome))
+                        if len(done) >= RECORD_BATCH:
+                            self._record_done(owner, done, record)
+            finally:
+                self._record_done(owner, done, record)
 
         renewer = threading.Thread(target=self._renew_leases, args=(owners,), name="sftp-lease-renewer", daemon=True)
         renewer.start()
@@ -235,6 +274,24 @@ class SftpTransfer:
         report.connections_lost = self.pool.connections_lost
         return report
 
+    def _record_done(self, owner: str, done: list[tuple[ClaimedFile, Transferred]],
+                     record: Callable[[FileOutcome], None]) -> None:
+        """Register the verified hot objects, then mark their files COMPLETED: two statements for a batch of
+        files. A crash before this is safe: the files' leases run out and the next attempt finds each one
+        transferred (moved: recovered from its hot object; still in the inbox: sent again, the same bytes)."""
+        if not done:
+            return
+        self.register([t.listed for _, t in done])
+        recorded = self.log.complete_files([(c.id, owner, t.result, t.ended) for c, t in done])
+        for claimed, transferred in done:
+            if claimed.id not in recorded:
+                log.warning("%r was transferred but its lease had passed to another worker, which records it",
+                            claimed.filename)
+            r = transferred.result
+            record(FileOutcome(claimed.filename, "COMPLETED", claimed.size, r.download_seconds, r.upload_seconds,
+                               r.total_seconds, r.hot_key, note=r.note))
+        done.clear()
+
     def _renew_leases(self, owners: list[str]) -> None:
         period = max(1.0, self.settings.lease_seconds / 3)
         while not self._stop.wait(period):
@@ -244,15 +301,15 @@ class SftpTransfer:
                 except Exception as exc:  # a missed renewal only shortens the lease; logged
                     log.warning("renewing the SFTP transfer leases of %s failed: %s", owner, exc)
 
-    def _transfer_and_record(self, claimed: ClaimedFile, owner: str, report: TransferReport) -> FileOutcome:
+    def _transfer_or_fail(self, claimed: ClaimedFile, owner: str, report: TransferReport) -> Transferred | FileOutcome:
+        """The file transferred, or its failure recorded (FAILED; RELEASED when the server cannot be used)."""
         started = time.monotonic()
         try:
-            result = self.transfer(claimed)
+            return self.transfer(claimed)
         except SftpUnavailable as exc:  # not this file's fault: it goes back to PENDING, the run stops
             with self._lock:
                 report.stopped = report.stopped or str(exc)
             self._stop.set()
-            self.log.release_files(owner)
             return FileOutcome(claimed.filename, "RELEASED", claimed.size, error=str(exc))
         except FileRefused as exc:
             return self._failed(claimed, owner, str(exc), started, retryable=exc.retryable)
@@ -261,11 +318,6 @@ class SftpTransfer:
         except Exception as exc:  # one file's failure is recorded, never the run's end
             text = describe_s3_error(exc)[0] if hasattr(exc, "response") else f"{type(exc).__name__}: {exc}"
             return self._failed(claimed, owner, text, started, retryable=True)
-        if not self.log.complete_file(claimed.id, owner, result):
-            log.warning("%r was transferred but its lease had passed to another worker, which records it",
-                        claimed.filename)
-        return FileOutcome(claimed.filename, "COMPLETED", claimed.size, result.download_seconds,
-                           result.upload_seconds, result.total_seconds, result.hot_key, note=result.note)
 
     def _failed(self, claimed: ClaimedFile, owner: str, error: str, started: float, *,
                 retryable: bool) -> FileOutcome:
@@ -281,7 +333,9 @@ class SftpTransfer:
         return FileOutcome(claimed.filename, "FAILED", claimed.size, total_seconds=total, error=error)
 
     # -- one file --------------------------------------------------------------------------------------
-    def transfer(self, claimed: ClaimedFile) -> TransferResult:
+    def transfer(self, claimed: ClaimedFile) -> Transferred:
+        """One claimed file onto the hot site, verified, then moved, deleted or kept. Nothing is recorded: the
+        caller registers the hot object and completes the file (run() does it for a batch of files)."""
         s = self.settings
         started = time.monotonic()
         path = join(s.remote_dir, claimed.filename)
@@ -289,28 +343,19 @@ class SftpTransfer:
         problem = key_problem(key)
         if problem:
             raise FileRefused(f"{claimed.filename!r} cannot become a hot object: {problem}", retryable=False)
-        with self.pool.session() as session:
-            try:
-                entry = session.lstat(path)
-            except SftpFileError as exc:
-                if exc.reason not in ("no such file", "no such path"):
-                    raise
+        download = _Download(claimed.size, s)
+        try:
+            download_started = time.monotonic()
+            entry = self._download(claimed, path, download)
+            if entry is None:  # gone from the inbox: transferred by an earlier attempt that died, or removed
                 recovered = self._recover(claimed, key, started)
                 if recovered is not None:
                     return recovered
                 raise FileRefused(f"{claimed.filename!r} is no longer in the inbox (removed or renamed by someone "
-                                  "else before its transfer); nothing was transferred", retryable=False) from None
-        if entry.kind != "file":
-            raise FileRefused(f"{claimed.filename!r} is a {entry.kind}, not a regular file: never followed",
-                              retryable=False)
-        self._same_look(claimed, entry.size, entry.mtime, "before its transfer")
-        document_type = s.document_types.type_of(claimed.filename)
-        download = _Download(claimed.size, s)
-        try:
-            download_started = time.monotonic()
-            self._download(claimed, path, download)
+                                  "else before its transfer); nothing was transferred", retryable=False)
             download_seconds = time.monotonic() - download_started
             sha_hex = download.whole.hexdigest()
+            document_type = s.document_types.type_of(claimed.filename)
             metadata = {
                 META_INTAKE_SHA256: sha_hex,
                 META_INTAKE_SOURCE: urllib.parse.quote(f"{s.inbox_id}/{claimed.filename}", safe=":/@"),
@@ -334,14 +379,20 @@ class SftpTransfer:
             upload_seconds = time.monotonic() - upload_started
         finally:
             download.close()
-        self.register(ListedObject(key, strip_etag(head.get("ETag")), claimed.size,
-                                   head["LastModified"].astimezone(dt.UTC)))
         after, note = self._after_transfer(claimed, path)
-        return TransferResult(
+        result = TransferResult(
             hot_bucket=self.hot_bucket, hot_key=key, hot_etag=strip_etag(head.get("ETag")),
             hot_version_id=head.get("VersionId") if head.get("VersionId") not in (None, "null") else None,
             sha256=sha_hex, document_type=document_type, download_seconds=download_seconds,
             upload_seconds=upload_seconds, total_seconds=time.monotonic() - started, after_transfer=after, note=note)
+        listed = ListedObject(key, result.hot_etag, claimed.size, head["LastModified"].astimezone(dt.UTC))
+        return Transferred(result, listed, dt.datetime.now(dt.UTC))
+
+    def _check_entry(self, claimed: ClaimedFile, entry: RemoteEntry) -> None:
+        if entry.kind != "file":
+            raise FileRefused(f"{claimed.filename!r} is a {entry.kind}, not a regular file: never followed",
+                              retryable=False)
+        self._same_look(claimed, entry.size, entry.mtime, "before its transfer")
 
     @staticmethod
     def _same_look(claimed: ClaimedFile, size: int, mtime: dt.datetime, when: str) -> None:
@@ -351,22 +402,33 @@ class SftpTransfer:
                 f"{claimed.mtime.isoformat()} -> {mtime.isoformat()}): still being written? It is transferred "
                 "once it is stable again", retryable=False)
 
-    def _download(self, claimed: ClaimedFile, path: str, download: _Download) -> None:
-        """Pass 1: every byte through `download`, resumed on a new session after a dropped connection."""
-        offset, lost = 0, 0
+    def _download(self, claimed: ClaimedFile, path: str, download: _Download) -> RemoteEntry | None:
+        """Pass 1: the file checked (lstat: the regular file registered), then every byte through `download`,
+        resumed on a new session after a dropped connection. A small file is read in one hop to the SFTP
+        event loop, lstat included. None when the file is not in the inbox at all."""
+        offset, lost, entry = 0, 0, None
         while True:
             try:
                 with self.pool.session() as session:
-                    if offset:  # resuming: only where the file is still the one registered
-                        entry = session.lstat(path)
-                        self._same_look(claimed, entry.size, entry.mtime, "while the connection was down")
+                    if download.small and offset == 0:
+                        entry, data = session.read_whole(path, claimed.size)
+                        self._check_entry(claimed, entry)
+                        download.consume(data)
+                        offset = len(data)
+                        break
+                    entry = session.lstat(path)
+                    self._check_entry(claimed, entry)  # resuming: only where the file is still the one registered
                     # Up to the registered size: a file that grows meanwhile is caught by the lstat before its
                     # move, which leaves it in the inbox to be registered again as a new delivery.
                     for chunk in session.read_chunks(path, offset, self.settings.chunk_size, end=claimed.size):
                         download.consume(chunk)
                         offset += len(chunk)
                 break
+            except SftpRefused:
+                raise  # a host key or a login refused: the run stops, no retry
             except (SftpConnectionLost, SftpUnavailable) as exc:
+                if isinstance(exc, SftpUnavailable) and not lost:
+                    raise  # the server could not be reached at all: the run stops
                 lost += 1
                 if lost > self.settings.reconnects:
                     raise SftpConnectionLost(f"{claimed.filename!r}: gave up after {lost} dropped connection(s), "
@@ -375,13 +437,16 @@ class SftpTransfer:
                             claimed.filename, offset, exc)
                 time.sleep(min(8.0, 0.5 * 2 ** lost))
             except SftpFileError as exc:
-                if exc.reason in ("no such file", "no such path"):
-                    raise FileRefused(f"{claimed.filename!r} vanished during its transfer after {offset} of "
-                                      f"{claimed.size} bytes: nothing was uploaded", retryable=False) from exc
-                raise
+                if exc.reason not in ("no such file", "no such path"):
+                    raise
+                if entry is None:
+                    return None
+                raise FileRefused(f"{claimed.filename!r} vanished during its transfer after {offset} of "
+                                  f"{claimed.size} bytes: nothing was uploaded", retryable=False) from exc
         if offset != claimed.size:
             raise FileRefused(f"{claimed.filename!r} changed during its transfer: read {offset} bytes, "
                               f"registered {claimed.size}; nothing was uploaded", retryable=False)
+        return entry
 
     def _read_range(self, claimed: ClaimedFile, path: str, start: int, length: int) -> bytes:
         data = bytearray()
@@ -406,16 +471,26 @@ class SftpTransfer:
         upload_id = created["UploadId"]
         spool = download.spool if download.spool is not None and download.spool.written == claimed.size else None
 
+        streamed = getattr(self.hot, "upload_part_streamed", None)
+
         def send(number: int) -> dict[str, Any]:
             start = (number - 1) * s.part_size
             length = min(s.part_size, claimed.size - start)
-            body = spool.read(start, length) if spool is not None else self._read_range(claimed, path, start, length)
-            if hashlib.sha256(body).digest() != digests[number - 1]:
-                raise FileRefused(f"{claimed.filename!r} changed during its transfer: part {number} read again "
-                                  "differs from the first read; the upload was aborted", retryable=False)
-            answer = self.hot.upload_part(Bucket=self.hot_bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                          Body=body, ChecksumSHA256=b64(digests[number - 1]))
-            return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": b64(digests[number - 1])}
+            checksum = b64(digests[number - 1])
+            if spool is not None and streamed is not None:  # from our own spool, in 1 MiB chunks, never whole
+                answer = streamed(Bucket=self.hot_bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                  ChecksumSHA256=checksum, length=length,
+                                  open_body=lambda: spool.chunks(start, length))
+            else:
+                body = spool.read(start, length) if spool is not None else self._read_range(claimed, path, start,
+                                                                                            length)
+                if spool is None and hashlib.sha256(body).digest() != digests[number - 1]:
+                    raise FileRefused(f"{claimed.filename!r} changed during its transfer: part {number} read again "
+                                      "differs from the first read; the upload was aborted", retryable=False)
+                answer = self.hot.upload_part(Bucket=self.hot_bucket, Key=key, UploadId=upload_id,
+                                              PartNumber=number, Body=body, ChecksumSHA256=checksum)
+            # Either way the part's SHA-256 travels with it, and the hot site refuses bytes that differ.
+            return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum}
 
         try:
             with ThreadPoolExecutor(max_workers=s.part_concurrency, thread_name_prefix="sftp-part") as parts:
@@ -459,7 +534,7 @@ class SftpTransfer:
                               "source file is kept", retryable=True)
         return head
 
-    def _recover(self, claimed: ClaimedFile, key: str, started: float) -> TransferResult | None:
+    def _recover(self, claimed: ClaimedFile, key: str, started: float) -> Transferred | None:
         """A file gone from the inbox on a later attempt: did an earlier attempt finish (hot object verified,
         source moved or deleted) and die before recording it? Then the hot object of this very delivery is
         there, with the intake's hash."""
@@ -474,51 +549,46 @@ class SftpTransfer:
         if (int(head["ContentLength"]) != claimed.size or metadata.get(META_INTAKE_MTIME) != claimed.mtime.isoformat()
                 or len(sha_hex) != 64):
             return None
-        self.register(ListedObject(key, strip_etag(head.get("ETag")), claimed.size,
-                                   head["LastModified"].astimezone(dt.UTC)))
         after = {"move": "moved", "delete": "deleted"}.get(self.settings.after_transfer, "kept")
-        return TransferResult(
+        result = TransferResult(
             hot_bucket=self.hot_bucket, hot_key=key, hot_etag=strip_etag(head.get("ETag")),
             hot_version_id=head.get("VersionId") if head.get("VersionId") not in (None, "null") else None,
             sha256=sha_hex, document_type=metadata.get(META_DOCUMENT_TYPE, self.settings.document_types.default),
             download_seconds=0.0, upload_seconds=0.0, total_seconds=time.monotonic() - started, after_transfer=after,
             note="recovered: an earlier attempt transferred and verified this file, then stopped before recording it")
+        listed = ListedObject(key, result.hot_etag, claimed.size, head["LastModified"].astimezone(dt.UTC))
+        return Transferred(result, listed, dt.datetime.now(dt.UTC))
 
     def _after_transfer(self, claimed: ClaimedFile, path: str) -> tuple[str, str | None]:
-        """Move, delete or keep the source, now that its hot object is verified. A failure here keeps the file
-        (the transfer itself succeeded) and says why."""
+        """Move, delete or keep the source, now that its hot object is verified: in one hop, after an lstat
+        that it is still the file transferred. A failure here keeps the file (the transfer itself succeeded)
+        and says why."""
         mode = self.settings.after_transfer
         if mode == "keep":
             return "kept", None
+        target = join(self.settings.processed_path, claimed.filename) if mode == "move" else None
         try:
             with self.pool.session() as session:
+                if target is not None:
+                    folder = os.path.dirname(target) or "."
+                    if folder not in self._made_dirs:  # once per folder and run: a drop of 10,000 files shares a few
+                        session.makedirs(folder)
+                        self._made_dirs.add(folder)
                 try:
-                    entry = session.lstat(path)
+                    done, final = session.move_or_remove(path, (claimed.size, claimed.mtime), target)
                 except SftpFileError as exc:
                     if exc.reason not in ("no such file", "no such path"):
                         raise
                     return "kept", ("transferred and verified, then the source was no longer in the inbox (removed "
                                     "or renamed by someone else during its transfer): nothing to move or delete")
-                if (entry.size, entry.mtime) != (claimed.size, claimed.mtime):
-                    return "kept", ("the source changed after its transfer: kept in the inbox, where it is "
-                                    "registered again as a new delivery")
-                if mode == "delete":
-                    session.remove(path)
-                    return "deleted", None
-                return "moved", self._move(session, claimed.filename, path)
         except SftpError as exc:
             action = "delete" if mode == "delete" else f"move to {self.settings.processed_path}"
             return "kept", f"transferred and verified, but {action} failed: {exc}; the file is still in the inbox"
-
-    def _move(self, session: SftpSession, filename: str, path: str) -> str | None:
-        target = join(self.settings.processed_path, filename)
-        folder = os.path.dirname(target) or "."
-        if folder not in self._made_dirs:  # once per folder and run: a drop of 10,000 files shares a few
-            session.makedirs(folder)
-            self._made_dirs.add(folder)
-        note = None
-        if session.exists(target):  # an earlier delivery of the same name: both are kept
-            target = f"{target}.{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
-            note = f"an earlier delivery is already in the processed folder: moved to {target!r}"
-        session.rename(path, target)
-        return note
+        if done == "changed":
+            return "kept", ("the source changed after its transfer: kept in the inbox, where it is registered again "
+                            "as a new delivery")
+        if done == "removed":
+            return "deleted", None
+        if final != target:
+            return "moved", f"an earlier delivery is already in the processed folder: moved to {final!r}"
+        return "moved", None

@@ -89,7 +89,7 @@ class Intake:
             yield SftpTransfer(
                 pool=pool, transfer_log=self.store, hot=self.hot, hot_bucket=self.hot_bucket, settings=settings,
                 owner=unique("run"),
-                register=lambda obj: self.store.register([obj], source_bucket=self.hot_bucket,
+                register=lambda objects: self.store.register(objects, source_bucket=self.hot_bucket,
                                                          destination_bucket="cold"),
             )
 

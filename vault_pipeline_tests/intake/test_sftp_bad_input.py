@@ -323,7 +323,7 @@ def test_a_crash_after_the_move_is_recovered_without_a_second_upload(intake: Int
     intake.scan()
     [claimed] = intake.store.claim_files(intake.config.inbox_id, owner="crashed-worker", limit=1, lease_seconds=-1)
     with intake.transferrer() as transfer:
-        result = transfer.transfer(claimed)  # upload, verify, register, move: then the worker dies unrecorded
+        result = transfer.transfer(claimed).result  # upload, verify, move: then the worker dies unrecorded
     assert result.after_transfer == "moved" and not path.exists()
     assert intake.rows()["crashed.pdf"]["status"] == "IN_PROGRESS"
     report = intake.transfer()

@@ -106,14 +106,29 @@ class TransferLog(TrackingConnection):
             return cur.rowcount if cur.rowcount >= 0 else 0
 
     def claim_files(self, inbox: str, *, owner: str, limit: int, lease_seconds: float,
-                    max_attempts: int = 3, retry_after_seconds: float = 0.0) -> list[ClaimedFile]:
-        """Up to `limit` files for `owner`: PENDING ones, those whose lease ran out, and FAILED ones that may be
-        retried (retryable, fewer than `max_attempts` attempts, the last one `retry_after_seconds` ago)."""
+                    max_attempts: int = 3, retry_after_seconds: float = 0.0,
+                    max_bytes: int | None = None) -> list[ClaimedFile]:
+        """Up to `limit` files for `owner`, in id order: PENDING ones, those whose lease ran out, and FAILED ones
+        that may be retried (retryable, fewer than `max_attempts` attempts, the last one `retry_after_seconds`
+        ago). With `max_bytes`, the files after the first stop where their sizes add up to more: a worker takes
+        many small files at once, never several large ones that other workers could be transferring."""
         with self.pool.connection() as conn, conn.transaction():
-            rows = conn.execute(CLAIM_SQL, {"inbox": inbox, "owner": owner, "limit": limit, "lease": lease_seconds,
-                                            "max_attempts": max_attempts, "retry_after": retry_after_seconds}
-                                ).fetchall()
-        return [ClaimedFile(*row) for row in rows]
+            rows = sorted(conn.execute(CLAIM_SQL, {
+                "inbox": inbox, "owner": owner, "limit": limit, "lease": lease_seconds, "max_attempts": max_attempts,
+                "retry_after": retry_after_seconds}).fetchall())
+            claimed = [ClaimedFile(*row) for row in rows]
+            if max_bytes is not None and len(claimed) > 1:
+                kept, total = 1, claimed[0].size
+                while kept < len(claimed) and total + claimed[kept].size <= max_bytes:
+                    total += claimed[kept].size
+                    kept += 1
+                if kept < len(claimed):
+                    conn.execute(
+                        "UPDATE vault_secure.file_transfer_log SET status = 'PENDING', worker_id = NULL,"
+                        " attempts = greatest(attempts - 1, 0), lease_expires_at = NULL, transfer_start_time = NULL"
+                        " WHERE id = ANY(%s) AND worker_id = %s", ([f.id for f in claimed[kept:]], owner))
+                    claimed = claimed[:kept]
+        return claimed
 
     def renew_file_leases(self, owner: str, lease_seconds: float) -> int:
         with self.pool.connection() as conn, conn.transaction():
@@ -136,6 +151,34 @@ class TransferLog(TrackingConnection):
                 (result.hot_bucket, result.hot_key, result.hot_etag, result.hot_version_id, result.sha256,
                  result.document_type, result.download_seconds, result.upload_seconds, result.total_seconds,
                  result.after_transfer, result.note, file_id, owner)).rowcount == 1
+
+    def complete_files(self, done: list[tuple[int, str, TransferResult, dt.datetime]]) -> set[int]:
+        """complete_file for many files in one statement: (id, owner, result, end time). Returns the ids
+        recorded; a file whose lease passed to another worker is not (that worker records it)."""
+        if not done:
+            return set()
+        columns = list(zip(*[
+            (file_id, owner, end - dt.timedelta(seconds=r.total_seconds), end, r.hot_bucket, r.hot_key, r.hot_etag,
+             r.hot_version_id, r.sha256, r.document_type, r.download_seconds, r.upload_seconds, r.total_seconds,
+             r.after_transfer, r.note) for file_id, owner, r, end in done], strict=True))
+        with self.pool.connection() as conn, conn.transaction():
+            rows = conn.execute(
+                """
+                UPDATE vault_secure.file_transfer_log f SET status = 'COMPLETED', transfer_start_time = v.started,
+                    transfer_end_time = v.ended, hot_bucket = v.hot_bucket, hot_key = v.hot_key,
+                    hot_etag = v.hot_etag, hot_version_id = v.hot_version_id, sha256 = v.sha256,
+                    document_type = v.document_type, download_duration = v.download, upload_duration = v.upload,
+                    total_duration = v.total, after_transfer = v.after_transfer, lease_expires_at = NULL,
+                    error_message = v.note, updated_at = now()
+                FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[], %s::text[],
+                            %s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[],
+                            %s::float8[], %s::text[], %s::text[])
+                     AS v(id, owner, started, ended, hot_bucket, hot_key, hot_etag, hot_version_id, sha256,
+                          document_type, download, upload, total, after_transfer, note)
+                WHERE f.id = v.id AND f.worker_id = v.owner AND f.status = 'IN_PROGRESS'
+                RETURNING f.id
+                """, [list(c) for c in columns]).fetchall()
+        return {row[0] for row in rows}
 
     def fail_file(self, file_id: int, owner: str, error: str, *, total_seconds: float | None = None,
                   retryable: bool = True) -> bool:
