@@ -15,9 +15,11 @@ runs out) and, on a persistent SFTP session of the pool:
    object carries the intake's hash as user metadata `intake-sha256`, which the copy to the cold site
    checks end to end (replication/copier.py), plus `intake-source` and `document-type`. An upload that fails
    is aborted; an upload a killed worker left open is aborted by the next attempt.
-4. verify: HEAD (checksum mode) must give the size, the intake hash and, where the site reports one, the
-   SHA-256 checksum of what was sent. The object is then registered in replication_status, so the
-   replication path takes it from there.
+4. verify: the hot site checked the SHA-256 sent with every request and returns the object's checksum in
+   its answer; where it does not (or around midnight UTC, where the day of the registration must be the
+   object's LastModified's), a HEAD (checksum mode) must give the size, the intake hash and the checksum of
+   what was sent. The object is then registered in replication_status, so the replication path takes it
+   from there.
 5. only then the source is moved to the processed folder, deleted or kept (SFTP_AFTER_TRANSFER), after a
    last lstat that it is still the file transferred.
 
@@ -28,6 +30,7 @@ A crash at any point is safe: before step 4 the file is transferred again by the
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import hashlib
 import logging
 import mimetypes
@@ -71,6 +74,7 @@ META_DOCUMENT_TYPE = "document-type"
 AFTER_TRANSFER = ("move", "delete", "keep")
 
 
+MIDNIGHT_MARGIN_S = 300  # around 00:00 UTC an upload is verified with a HEAD (its LastModified's day)
 CLAIM_BATCH = 8  # files a worker claims at once (small ones: see TransferLog.claim_files' max_bytes)
 RECORD_BATCH = 16  # files a worker completes in one statement
 
@@ -375,7 +379,8 @@ class SftpTransfer:
                 digests = download.parts.finish()
                 expected = ExpectedChecksum.composite(digests)
                 response = self._multipart(claimed, path, key, metadata, content_type, digests, download)
-            head = self._verify(key, claimed.size, sha_hex, expected, response.get("VersionId"))
+            head = self._receipt(response, expected) or self._verify(key, claimed.size, sha_hex, expected,
+                                                                     response.get("VersionId"))
             upload_seconds = time.monotonic() - upload_started
         finally:
             download.close()
@@ -511,6 +516,28 @@ class SftpTransfer:
             if upload.get("Key") == key:
                 self.hot.abort_multipart_upload(Bucket=self.hot_bucket, Key=key, UploadId=upload["UploadId"])
                 log.info("aborted the hot upload %s of %r left open by an earlier attempt", upload["UploadId"], key)
+
+    @staticmethod
+    def _receipt(response: dict[str, Any], expected: ExpectedChecksum) -> dict[str, Any] | None:
+        """The upload's own answer as its verification, when it can be: the hot site checked the SHA-256 we sent
+        (S3 refuses a body that does not match it) and says so by returning the same checksum, for the very
+        bytes and metadata of that request; the object's LastModified is the answer's Date. None (a HEAD is
+        needed) when the site returns no checksum, or near midnight UTC, where the Date and the LastModified
+        could fall on two days and register the document under the wrong partition."""
+        reported = response.get("ChecksumSHA256")
+        if not reported or expected.mismatch(reported) or not response.get("ETag"):
+            return None
+        raw = ((response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}).get("date")
+        try:
+            answered = email.utils.parsedate_to_datetime(raw).astimezone(dt.UTC) if raw else None
+        except (TypeError, ValueError):
+            answered = None
+        if answered is None:
+            return None
+        seconds_into_day = answered.hour * 3600 + answered.minute * 60 + answered.second
+        if seconds_into_day < MIDNIGHT_MARGIN_S or seconds_into_day > 86400 - MIDNIGHT_MARGIN_S:
+            return None
+        return {"ETag": response["ETag"], "VersionId": response.get("VersionId"), "LastModified": answered}
 
     def _verify(self, key: str, size: int, sha_hex: str, expected: ExpectedChecksum,
                 version_id: str | None) -> dict[str, Any]:

@@ -36,3 +36,28 @@ def test_stable_files_reach_the_hot_site_verified_then_move_to_processed(intake:
     assert rows["big scan é+%.pdf"]["download_duration"] > 0
     assert (intake.inbox / ".upload.pdf.part").exists()
     assert ".upload.pdf.part" not in rows
+
+
+def test_the_uploads_own_answer_verifies_it_except_without_a_checksum_or_near_midnight() -> None:
+    import datetime as dt
+    import hashlib as h
+
+    from vault_pipeline.intake.sftp_transfer import SftpTransfer
+    from vault_pipeline.replication.checksums import ExpectedChecksum
+
+    expected = ExpectedChecksum.full(h.sha256(b"document").digest())
+
+    def answer(checksum: str | None, date: str) -> dict:
+        return {"ETag": '"e"', "VersionId": "v1", "ChecksumSHA256": checksum,
+                "ResponseMetadata": {"HTTPHeaders": {"date": date}}}
+
+    noon = "Wed, 02 Dec 2026 12:00:00 GMT"
+    receipt = SftpTransfer._receipt(answer(expected.value, noon), expected)
+    assert receipt == {"ETag": '"e"', "VersionId": "v1",
+                       "LastModified": dt.datetime(2026, 12, 2, 12, tzinfo=dt.UTC)}
+    assert SftpTransfer._receipt(answer(None, noon), expected) is None  # the site does not keep checksums
+    other = ExpectedChecksum.full(h.sha256(b"other").digest())
+    assert SftpTransfer._receipt(answer(other.value, noon), expected) is None  # then HEAD says what is wrong
+    assert SftpTransfer._receipt(answer(expected.value, "Wed, 02 Dec 2026 23:58:00 GMT"), expected) is None
+    assert SftpTransfer._receipt(answer(expected.value, "Thu, 03 Dec 2026 00:01:00 GMT"), expected) is None
+    assert SftpTransfer._receipt(answer(expected.value, "not a date"), expected) is None
