@@ -242,13 +242,21 @@ class SftpSession:
     def read_whole(self, path: str, size: int) -> tuple[RemoteEntry, bytes]:
         """A small file in one hop to the event loop: its lstat, then (a regular file only: a symlink is never
         opened) open, one read of `size` bytes, close. The caller compares the lstat with what it expects."""
+        return self.wait(self.start_read_whole(path, size), path)
+
+    def start_read_whole(self, path: str, size: int) -> Future[tuple[RemoteEntry, bytes]]:
+        """read_whole, started and not waited for: the caller does something else meanwhile (uploads the
+        previous file), then `wait`s. asyncssh serves the requests of several callers on one session."""
         async def read() -> tuple[RemoteEntry, bytes]:
             entry = _entry(path.rsplit("/", 1)[-1], await self._sftp.lstat(path))
             if entry.kind != "file" or size == 0:
                 return entry, b""
             async with self._sftp.open(path, "rb", encoding=None) as handle:
                 return entry, await handle.read(size, 0)
-        return self._call(read(), "read", path)
+        return self._pool.loop.submit(asyncio.wait_for(read(), self._pool.config.io_timeout))
+
+    def wait(self, future: Future[T], path: str, what: str = "read") -> T:
+        return self._result(future, what, path)
 
     def move_or_remove(self, path: str, expected: tuple[int, dt.datetime], target: str | None) -> tuple[str, str]:
         """In one hop: if `path` still has the size and mtime `expected`, rename it to `target` (a timestamp

@@ -42,7 +42,7 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ from vault_pipeline.intake.sftp_client import (
     SftpFileError,
     SftpPool,
     SftpRefused,
+    SftpSession,
     SftpUnavailable,
     join,
 )
@@ -86,6 +87,15 @@ class Transferred:
     result: TransferResult
     listed: ListedObject  # to register in replication_status
     ended: dt.datetime
+
+
+@dataclass(frozen=True)
+class Prefetch:
+    """A small file's read (lstat, open, read, close) started on a session while the worker uploads the file
+    before it: SFTP download and S3 upload overlap in each worker."""
+
+    session: SftpSession
+    future: Future[tuple[RemoteEntry, bytes]]
 
 
 class FileRefused(Exception):
@@ -244,6 +254,12 @@ class SftpTransfer:
         def worker(owner: str) -> None:
             queue: deque[ClaimedFile] = deque()
             done: list[tuple[ClaimedFile, Transferred]] = []
+            ahead: dict[int, Prefetch] = {}
+
+            def read_next() -> None:  # called once the current file is read: the next one is read meanwhile
+                if queue and queue[0].size <= self.settings.multipart_threshold and not self._stop.is_set():
+                    ahead[queue[0].id] = self._prefetch(queue[0])
+
             try:
                 while not self._stop.is_set():
                     if not queue:
@@ -252,7 +268,7 @@ class SftpTransfer:
                         if not queue:
                             break
                     claimed = queue.popleft()
-                    outcome = self._transfer_or_fail(claimed, owner, report)
+                    outcome = self._transfer_or_fail(claimed, owner, report, ahead.pop(claimed.id, None), read_next)
                     if isinstance(outcome, FileOutcome):
                         record(outcome)
                     else:
@@ -305,11 +321,13 @@ class SftpTransfer:
                 except Exception as exc:  # a missed renewal only shortens the lease; logged
                     log.warning("renewing the SFTP transfer leases of %s failed: %s", owner, exc)
 
-    def _transfer_or_fail(self, claimed: ClaimedFile, owner: str, report: TransferReport) -> Transferred | FileOutcome:
+    def _transfer_or_fail(self, claimed: ClaimedFile, owner: str, report: TransferReport,
+                          prefetched: Prefetch | None = None,
+                          downloaded: Callable[[], None] | None = None) -> Transferred | FileOutcome:
         """The file transferred, or its failure recorded (FAILED; RELEASED when the server cannot be used)."""
         started = time.monotonic()
         try:
-            return self.transfer(claimed)
+            return self.transfer(claimed, prefetched=prefetched, downloaded=downloaded)
         except SftpUnavailable as exc:  # not this file's fault: it goes back to PENDING, the run stops
             with self._lock:
                 report.stopped = report.stopped or str(exc)
@@ -337,9 +355,20 @@ class SftpTransfer:
         return FileOutcome(claimed.filename, "FAILED", claimed.size, total_seconds=total, error=error)
 
     # -- one file --------------------------------------------------------------------------------------
-    def transfer(self, claimed: ClaimedFile) -> Transferred:
+    def _prefetch(self, claimed: ClaimedFile) -> Prefetch | None:
+        path = join(self.settings.remote_dir, claimed.filename)
+        try:
+            with self.pool.session() as session:
+                return Prefetch(session, session.start_read_whole(path, claimed.size))
+        except SftpError:  # no session now: the file is read when its turn comes, and fails there if it must
+            return None
+
+    def transfer(self, claimed: ClaimedFile, *, prefetched: Prefetch | None = None,
+                 downloaded: Callable[[], None] | None = None) -> Transferred:
         """One claimed file onto the hot site, verified, then moved, deleted or kept. Nothing is recorded: the
-        caller registers the hot object and completes the file (run() does it for a batch of files)."""
+        caller registers the hot object and completes the file (run() does it for a batch of files).
+        `prefetched`: its read, started earlier; `downloaded`: called once its bytes are in (to start the next
+        file's read while this one is uploaded)."""
         s = self.settings
         started = time.monotonic()
         path = join(s.remote_dir, claimed.filename)
@@ -350,7 +379,9 @@ class SftpTransfer:
         download = _Download(claimed.size, s)
         try:
             download_started = time.monotonic()
-            entry = self._download(claimed, path, download)
+            entry = self._download(claimed, path, download, prefetched)
+            if downloaded is not None:
+                downloaded()
             if entry is None:  # gone from the inbox: transferred by an earlier attempt that died, or removed
                 recovered = self._recover(claimed, key, started)
                 if recovered is not None:
@@ -407,13 +438,21 @@ class SftpTransfer:
                 f"{claimed.mtime.isoformat()} -> {mtime.isoformat()}): still being written? It is transferred "
                 "once it is stable again", retryable=False)
 
-    def _download(self, claimed: ClaimedFile, path: str, download: _Download) -> RemoteEntry | None:
+    def _download(self, claimed: ClaimedFile, path: str, download: _Download,
+                  prefetched: Prefetch | None = None) -> RemoteEntry | None:
         """Pass 1: the file checked (lstat: the regular file registered), then every byte through `download`,
         resumed on a new session after a dropped connection. A small file is read in one hop to the SFTP
         event loop, lstat included. None when the file is not in the inbox at all."""
         offset, lost, entry = 0, 0, None
         while True:
             try:
+                if download.small and prefetched is not None:  # read while the file before was uploaded
+                    ahead, prefetched = prefetched, None
+                    entry, data = ahead.session.wait(ahead.future, path)
+                    self._check_entry(claimed, entry)
+                    download.consume(data)
+                    offset = len(data)
+                    break
                 with self.pool.session() as session:
                     if download.small and offset == 0:
                         entry, data = session.read_whole(path, claimed.size)
