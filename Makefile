@@ -88,6 +88,12 @@ bench: install
 	$(BIN)/python -m pip install --quiet -r $(BENCH_LOCK)
 	$(BIN)/python benchmarks/copy_bench.py $(BENCH_ARGS)
 
+## SFTP intake against rclone copy, sftp -> s3, on the same servers (docs/sftp-intake.md): BENCH_ARGS="--server openssh"
+.PHONY: bench-sftp
+bench-sftp: install
+	$(BIN)/python -m pip install --quiet -r $(BENCH_LOCK)
+	$(BIN)/python benchmarks/sftp_bench.py $(BENCH_ARGS)
+
 ## Delete the embedded stack's data (.vault/). Locked cold objects go with it: dev data only.
 clean-stack:
 	rm -rf .vault

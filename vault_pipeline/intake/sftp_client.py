@@ -165,7 +165,7 @@ class SftpSession:
     def address(self) -> str:
         return self._pool.config.address
 
-    def _call(self, coroutine: Coroutine[Any, Any, T], what: str, path: str) -> T:
+    def _run(self, coroutine: Coroutine[Any, Any, T], what: str, path: str) -> T:
         return self._result(self._pool.loop.submit(asyncio.wait_for(coroutine, self._pool.config.io_timeout)),
                             what, path)
 
@@ -189,7 +189,7 @@ class SftpSession:
                                      f"({type(exc).__name__}: {exc})") from exc
 
     def lstat(self, path: str) -> RemoteEntry:
-        return _entry(path.rsplit("/", 1)[-1], self._call(self._sftp.lstat(path), "lstat", path))
+        return _entry(path.rsplit("/", 1)[-1], self._run(self._sftp.lstat(path), "lstat", path))
 
     def exists(self, path: str) -> bool:
         try:
@@ -207,13 +207,13 @@ class SftpSession:
         async def read() -> list[RemoteEntry]:
             return [_listed(bytes(n.filename), n.attrs) async for n in self._sftp.scandir(path.encode("utf-8"))
                     if n.filename not in (b".", b"..")]
-        return self._call(read(), "list", path)
+        return self._run(read(), "list", path)
 
     def read_chunks(self, path: str, start: int, chunk_size: int, end: int | None = None) -> Iterator[bytes]:
         """The file's bytes from `start` to `end` (None: to its end), in chunks of `chunk_size`, the next chunk
         requested while the caller handles the current one. asyncssh splits each chunk into parallel SFTP
         reads. With `end` known, nothing is asked past it (a small file costs open, one read, close)."""
-        handle = self._call(self._sftp.open(path, "rb", encoding=None), "open", path)
+        handle = self._run(self._sftp.open(path, "rb", encoding=None), "open", path)
         offset = start
 
         def size_at(at: int) -> int:
@@ -237,7 +237,7 @@ class SftpSession:
         finally:
             if not self.broken:
                 with suppress(SftpError):
-                    self._call(handle.close(), "close", path)
+                    self._run(handle.close(), "close", path)
 
     def read_whole(self, path: str, size: int) -> tuple[RemoteEntry, bytes]:
         """A small file in one hop to the event loop: its lstat, then (a regular file only: a symlink is never
@@ -277,19 +277,19 @@ class SftpSession:
                 pass
             await self._sftp.rename(path, final)
             return "moved", final
-        return self._call(finish(), "move" if target else "remove", path)
+        return self._run(finish(), "move" if target else "remove", path)
 
     def _read_ahead(self, handle: asyncssh.SFTPClientFile, size: int, offset: int) -> Future[bytes]:
         return self._pool.loop.submit(asyncio.wait_for(handle.read(size, offset), self._pool.config.io_timeout))
 
     def rename(self, source: str, target: str) -> None:
-        self._call(self._sftp.rename(source, target), "rename", source)
+        self._run(self._sftp.rename(source, target), "rename", source)
 
     def remove(self, path: str) -> None:
-        self._call(self._sftp.remove(path), "remove", path)
+        self._run(self._sftp.remove(path), "remove", path)
 
     def makedirs(self, path: str) -> None:
-        self._call(self._sftp.makedirs(path, exist_ok=True), "mkdir", path)
+        self._run(self._sftp.makedirs(path, exist_ok=True), "mkdir", path)
 
     def close(self) -> None:
         async def close() -> None:

@@ -46,11 +46,11 @@ PACKAGE = REPO / "vault_pipeline"
 IAM = REPO / "deploy" / "iam"
 NOT_PRODUCTION = ("devstack",)  # the embedded stack (make run, the tests): creates its buckets, never deployed
 
-HOT, COLD, HOT_DELETION = "hot", "cold", "hot-deletion"
+HOT, COLD, HOT_DELETION, HOT_SFTP = "hot", "cold", "hot-deletion", "hot-sftp-intake"
 FORWARD = "forward"  # passes its caller's request on unchanged (crt_s3's fallbacks to boto3): the caller counts
 POLICY_FILES = {HOT: "hot-site-policy.json", COLD: "cold-site-policy.json",
-                HOT_DELETION: "hot-site-deletion-policy.json"}
-BUCKET_PLACEHOLDER = {HOT: "HOT_BUCKET", COLD: "COLD_BUCKET", HOT_DELETION: "HOT_BUCKET"}
+                HOT_DELETION: "hot-site-deletion-policy.json", HOT_SFTP: "hot-site-sftp-intake-policy.json"}
+BUCKET_PLACEHOLDER = {HOT: "HOT_BUCKET", COLD: "COLD_BUCKET", HOT_DELETION: "HOT_BUCKET", HOT_SFTP: "HOT_BUCKET"}
 
 # boto3 operation (or the fast path's own method) -> (actions, more actions when the call names a VersionId).
 # An S3 call whose operation is missing here fails the test: look the operation up in AWS's reference above
@@ -111,6 +111,12 @@ BUCKET_LEVEL = {"s3:ListBucket", "s3:ListBucketVersions", "s3:ListBucketMultipar
 # with DELETE_FROM_OVH_AFTER_REPLICATION=true.
 SITE_OF: dict[tuple[str, str], frozenset[str]] = {key: frozenset(sites) for key, sites in {
     ("intake/ingest.py", "_head"): {HOT},  # a change feed's HEAD of a new hot object
+    # The SFTP intake (with SFTP_HOST set) writes documents onto the hot site and verifies them there.
+    ("intake/sftp_transfer.py", "SftpTransfer.transfer"): {HOT_SFTP},
+    ("intake/sftp_transfer.py", "SftpTransfer._multipart"): {HOT_SFTP},
+    ("intake/sftp_transfer.py", "SftpTransfer._abort_stale_uploads"): {HOT_SFTP},
+    ("intake/sftp_transfer.py", "SftpTransfer._verify"): {HOT_SFTP},
+    ("intake/sftp_transfer.py", "SftpTransfer._recover"): {HOT_SFTP},
     ("replication/inventory.py", "list_page"): {HOT},  # the reconciliation sweep (intake/sweep.py)
     ("replication/copier.py", "ObjectCopier._get_small"): {HOT},
     ("replication/copier.py", "ObjectCopier._head_source"): {HOT},
@@ -328,6 +334,7 @@ def needed_actions(sources: dict[str, str]) -> dict[str, set[str]]:
         raise AttributionError("\n".join(errors))
     # The deletion policy is attached on top of the hot one: it holds only what the hot policy lacks.
     needed[HOT_DELETION] -= needed[HOT]
+    needed[HOT_SFTP] -= needed[HOT]  # likewise the SFTP intake's
     return dict(needed)
 
 
@@ -390,6 +397,9 @@ def test_deliberate_absences():
     hot = policy_actions(load_policy(HOT))
     # The hot site is read-only unless hot deletion is switched on (its own policy file).
     assert hot == {"s3:ListBucket", "s3:GetObject", "s3:GetObjectVersion"}, hot
+    # The SFTP intake adds documents to the hot site: it never deletes nor locks anything there.
+    sftp = policy_actions(load_policy(HOT_SFTP))
+    assert not {a for a in sftp if "Delete" in a or "Retention" in a or "Bypass" in a}, sftp
     deletion = load_policy(HOT_DELETION)
     for statement in deletion["Statement"]:
         if "s3:PutObject" in statement["Action"]:

@@ -19,7 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
+import os
 import re
+import subprocess
+import sys
 import urllib.parse
 
 import asyncssh
@@ -250,6 +254,12 @@ def test_5_a_document_put_by_sftp_reaches_the_cold_site(ui_stack: UiStack, page:
     head = ui_stack.cold.head_object(Bucket=ui_stack.cold_bucket, Key=hot_key)
     assert head["ObjectLockMode"] == "COMPLIANCE" and head["Metadata"]["vault-sha256"] == sha
     assert head["Metadata"]["vault-document-type"] == "general"
+
+    # `vault-pipeline status` sums the transfer log up.
+    status = subprocess.run([sys.executable, "-m", "vault_pipeline.cli", "status", "--json", "--no-workers"],
+                            env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    sftp = json.loads(status.stdout)["sftp"]
+    assert sftp["by_status"]["COMPLETED"]["files"] == 1 and sftp["last_24h"]["files"] == 1, status.stderr
 
     # The run the sensor launched (its id leads the lease owner's name), then the asset's page.
     page.goto(ui_stack.url(f"/runs/{worker.split('/')[0]}"))
