@@ -16,7 +16,6 @@ shows (not what the API says) and saving full-page screenshots (see conftest.py)
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -31,6 +30,7 @@ import psycopg
 import pytest
 
 from vault_pipeline.dagster_api import LOCATION
+from vault_pipeline.devstack.sftp import run_coroutine
 from vault_pipeline_tests.ui.conftest import SENSOR, SENSOR_INTERVAL_S, UiStack, screenshot
 
 # Without playwright every test here stops in the `browser` fixture, before any of these names is used:
@@ -234,7 +234,7 @@ def test_5_a_document_put_by_sftp_reaches_the_cold_site(ui_stack: UiStack, page:
             async with sftp.open(f"{env['SFTP_REMOTE_DIR']}/{name}", "wb") as remote:
                 await remote.write(body)
 
-    asyncio.run(put())
+    run_coroutine(put())  # in a thread of its own: Playwright's sync API runs an event loop in this one
 
     def logged() -> tuple | None:
         with psycopg.connect(env["VAULT_DATABASE_URL"]) as conn:
