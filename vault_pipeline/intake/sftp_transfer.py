@@ -493,18 +493,32 @@ class SftpTransfer:
         return entry
 
     def _read_range(self, claimed: ClaimedFile, path: str, start: int, length: int) -> bytes:
-        data = bytearray()
-        try:
-            with self.pool.session() as session:
-                for chunk in session.read_chunks(path, start, self.settings.chunk_size, end=start + length):
-                    data += chunk
-        except SftpFileError as exc:
-            if exc.reason in ("no such file", "no such path"):
-                raise FileRefused(f"{claimed.filename!r} vanished during its transfer, before its parts were read "
-                                  "again (no spool file): the upload was aborted, nothing was uploaded",
-                                  retryable=False) from exc
-            raise
-        return bytes(data[:length])
+        """A part read again over SFTP (no spool file): on a new session after a dropped connection, the part
+        from its start again (the caller checks it against pass 1's digest)."""
+        lost = 0
+        while True:
+            data = bytearray()
+            try:
+                with self.pool.session() as session:
+                    for chunk in session.read_chunks(path, start, self.settings.chunk_size, end=start + length):
+                        data += chunk
+                return bytes(data[:length])
+            except SftpRefused:
+                raise
+            except (SftpConnectionLost, SftpUnavailable) as exc:
+                lost += 1
+                if lost > self.settings.reconnects:
+                    raise SftpConnectionLost(f"{claimed.filename!r}: gave up reading bytes {start}-{start + length} "
+                                             f"again after {lost} dropped connection(s): {exc}") from exc
+                log.warning("SFTP re-read of %r at byte %d interrupted (%s): again on a new connection",
+                            claimed.filename, start, exc)
+                time.sleep(min(8.0, 0.5 * 2 ** lost))
+            except SftpFileError as exc:
+                if exc.reason in ("no such file", "no such path"):
+                    raise FileRefused(f"{claimed.filename!r} vanished during its transfer, before its parts were "
+                                      "read again (no spool file): the upload was aborted, nothing was uploaded",
+                                      retryable=False) from exc
+                raise
 
     def _multipart(self, claimed: ClaimedFile, path: str, key: str, metadata: dict[str, str], content_type: str,
                    digests: list[bytes], download: _Download) -> dict[str, Any]:
