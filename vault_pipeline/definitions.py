@@ -89,6 +89,7 @@ def sftp_resource(settings: VaultSettings) -> SftpInboxResource:
     return SftpInboxResource(
         host=settings.sftp_host.strip(), port=settings.sftp_port, username=settings.sftp_username,
         private_key_file=str(settings.sftp_private_key_file or ""), password=optional_secret("SFTP_PASSWORD"),
+        passphrase=optional_secret("SFTP_PRIVATE_KEY_PASSPHRASE"),
         known_hosts=settings.sftp_known_hosts, remote_dir=settings.sftp_remote_dir, hot_prefix=settings.sftp_hot_prefix,
         max_workers=settings.sftp_max_workers, stale_lock_minutes=settings.sftp_stale_lock_minutes,
         after_transfer=settings.sftp_after_transfer, processed_dir=settings.sftp_processed_dir,

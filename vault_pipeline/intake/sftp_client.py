@@ -69,6 +69,7 @@ class SftpConfig:
     remote_dir: str
     private_key_file: str | None = None
     password: str | None = field(default=None, repr=False)
+    passphrase: str | None = field(default=None, repr=False)  # of an encrypted private key file
     known_hosts: str | None = None  # a file; None: ~/.ssh/known_hosts; KNOWN_HOSTS_DISABLED: not checked
     connect_timeout: float = 15.0
     io_timeout: float = 60.0  # seconds an SFTP request may wait for its answer
@@ -328,6 +329,8 @@ class SftpPool:
         options["client_keys"] = [c.private_key_file] if c.private_key_file else None
         if c.password:
             options["password"] = c.password
+        if c.passphrase:
+            options["passphrase"] = c.passphrase
         return options
 
     async def _open_session(self) -> tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]:
@@ -355,8 +358,9 @@ class SftpPool:
             raise SftpRefused(f"SFTP server {c.address}: authentication of user {c.username!r} refused "
                                   f"({exc.reason}); check SFTP_USERNAME and {how}") from None
         except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
+            hint = "" if c.passphrase else " (an encrypted key needs SFTP_PRIVATE_KEY_PASSPHRASE)"
             raise SftpRefused(f"SFTP_PRIVATE_KEY_FILE {c.private_key_file}: not a usable private key "
-                                  f"({exc})") from None
+                              f"({exc}){hint}") from None
         except TimeoutError:
             raise SftpUnavailable(f"SFTP server {c.address}: no SSH handshake within {c.connect_timeout:g} s") from None
         except FileNotFoundError as exc:

@@ -22,6 +22,7 @@ class SftpInboxResource(ConfigurableResource):
     username: str
     private_key_file: str
     password: str  # EnvVar("SFTP_PASSWORD") when set, else empty
+    passphrase: str  # EnvVar("SFTP_PRIVATE_KEY_PASSPHRASE") when set, else empty
     known_hosts: str  # empty: ~/.ssh/known_hosts; "none": not checked
     remote_dir: str
     hot_prefix: str
@@ -51,6 +52,7 @@ class SftpInboxResource(ConfigurableResource):
         return SftpConfig(
             host=self.host, port=self.port, username=self.username, remote_dir=self.remote_dir.rstrip("/") or "/",
             private_key_file=self.private_key_file or None, password=self.password or None,
+            passphrase=self.passphrase or None,
             known_hosts=KNOWN_HOSTS_DISABLED if known.lower() == KNOWN_HOSTS_DISABLED else (known or None),
             connect_timeout=self.connect_timeout,
         )

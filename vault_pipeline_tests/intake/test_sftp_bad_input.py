@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 
 from vault_pipeline.intake.sftp_client import SftpUnavailable
@@ -289,6 +290,22 @@ def test_a_wrong_host_key_stops_the_run_and_gives_every_file_back(intake: Intake
     again = intake.transfer()
     assert sorted(o.filename for o in again.of("COMPLETED")) == sorted(bodies)
     assert {k: intake.hot_body(k) for k in intake.hot_objects()} == {f"sftp/{n}": b for n, b in bodies.items()}
+
+
+def test_an_encrypted_private_key_needs_its_passphrase(intake: Intake, tmp_path: Path) -> None:
+    encrypted = tmp_path / "encrypted_key"
+    key = asyncssh.read_private_key(str(intake.endpoint.private_key))
+    encrypted.write_bytes(key.export_private_key("openssh", passphrase="correct horse"))
+    encrypted.chmod(0o600)
+    intake.drop("doc.pdf", b"%PDF-1.7 by an encrypted key")
+    trusted = intake.config
+    intake.config = replace(trusted, private_key_file=str(encrypted))
+    with pytest.raises(SftpUnavailable, match="encrypted key needs SFTP_PRIVATE_KEY_PASSPHRASE"):
+        intake.scan()
+    intake.config = replace(trusted, private_key_file=str(encrypted), passphrase="correct horse")
+    intake.scan()
+    assert [o.status for o in intake.transfer().outcomes] == ["COMPLETED"]
+    assert "correct horse" not in repr(intake.config)  # never in a log line or a run's metadata
 
 
 # -- crash safety --------------------------------------------------------------------------------------------
