@@ -157,7 +157,8 @@ def start_openssh(sshd: str, work_dir: Path) -> OpenSshServer:
     raise AssertionError("unreachable")
 
 
-def _asyncssh_server(work_dir: Path) -> Iterator[tuple[SftpEndpoint, SftpServer]]:
+def start_asyncssh(work_dir: Path) -> tuple[SftpEndpoint, SftpServer]:
+    """The embedded stack's SFTP server under `work_dir`, on a free port (retried like start_openssh)."""
     for attempt in range(1, START_ATTEMPTS + 1):
         server = SftpServer(work_dir, find_free_port_block(1))
         try:
@@ -167,9 +168,14 @@ def _asyncssh_server(work_dir: Path) -> Iterator[tuple[SftpEndpoint, SftpServer]
             if attempt == START_ATTEMPTS:
                 raise
     assert server.process is not None
+    return (SftpEndpoint("asyncssh", LOOPBACK, server.port, server.username, server.private_key_path,
+                         server.known_hosts_path, server.inbox_dir, REMOTE_INBOX, server.process.pid), server)
+
+
+def _asyncssh_server(work_dir: Path) -> Iterator[tuple[SftpEndpoint, SftpServer]]:
+    endpoint, server = start_asyncssh(work_dir)
     try:
-        yield (SftpEndpoint("asyncssh", LOOPBACK, server.port, server.username, server.private_key_path,
-                            server.known_hosts_path, server.inbox_dir, REMOTE_INBOX, server.process.pid), server)
+        yield endpoint, server
     finally:
         server.stop()
 

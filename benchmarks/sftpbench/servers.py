@@ -14,9 +14,9 @@ from vault_pipeline.devstack.ports import SITE_PORT_BLOCK, find_free_port_block
 from vault_pipeline.devstack.postgres import EmbeddedPostgres
 from vault_pipeline.devstack.process import DevStackError
 from vault_pipeline.devstack.seaweed import SeaweedSite
-from vault_pipeline.devstack.sftp import REMOTE_INBOX, SftpServer
+from vault_pipeline.devstack.sftp import SftpServer
 from vault_pipeline.devstack.stack import HOT_CREDENTIALS
-from vault_pipeline_tests.sftpservers import SSHD_ENV, OpenSshServer, SftpEndpoint, sshd_binary
+from vault_pipeline_tests.sftpservers import SSHD_ENV, OpenSshServer, SftpEndpoint, sshd_binary, start_asyncssh
 from vault_pipeline_tests.sftpservers import start_openssh as start_sshd
 
 FLAVOURS = ("asyncssh", "openssh")
@@ -43,20 +43,6 @@ class BenchServers:
         self._controllers.clear()
         self.hot.stop()
         self.postgres.stop()
-
-
-def start_asyncssh(root: Path) -> tuple[SftpEndpoint, SftpServer]:
-    for attempt in range(1, START_ATTEMPTS + 1):
-        server = SftpServer(root, find_free_port_block(1))
-        try:
-            server.start()
-            break
-        except DevStackError:
-            if attempt == START_ATTEMPTS:
-                raise
-    assert server.process is not None
-    return (SftpEndpoint("asyncssh", "127.0.0.1", server.port, server.username, server.private_key_path,
-                         server.known_hosts_path, server.inbox_dir, REMOTE_INBOX, server.process.pid), server)
 
 
 def start_openssh(root: Path) -> tuple[SftpEndpoint, OpenSshServer]:

@@ -474,12 +474,7 @@ class SftpTransfer:
                 if isinstance(exc, SftpUnavailable) and not lost:
                     raise  # the server could not be reached at all: the run stops
                 lost += 1
-                if lost > self.settings.reconnects:
-                    raise SftpConnectionLost(f"{claimed.filename!r}: gave up after {lost} dropped connection(s), "
-                                             f"{offset} of {claimed.size} bytes read: {exc}") from exc
-                log.warning("SFTP read of %r interrupted at byte %d (%s): resuming on a new connection",
-                            claimed.filename, offset, exc)
-                time.sleep(min(8.0, 0.5 * 2 ** lost))
+                self._after_drop(lost, exc, f"{claimed.filename!r}: {offset} of {claimed.size} bytes read")
             except SftpFileError as exc:
                 if exc.reason not in ("no such file", "no such path"):
                     raise
@@ -491,6 +486,14 @@ class SftpTransfer:
             raise FileRefused(f"{claimed.filename!r} changed during its transfer: read {offset} bytes, "
                               f"registered {claimed.size}; nothing was uploaded", retryable=False)
         return entry
+
+    def _after_drop(self, lost: int, exc: SftpError, where: str) -> None:
+        """After the `lost`-th dropped connection of one read: give up past the settings' reconnects, else wait (0.5 s
+        doubled each time, at most 8 s) before the caller reads on a new connection."""
+        if lost > self.settings.reconnects:
+            raise SftpConnectionLost(f"{where}: gave up after {lost} dropped connection(s): {exc}") from exc
+        log.warning("SFTP read interrupted (%s; %s): going on on a new connection", where, exc)
+        time.sleep(min(8.0, 0.5 * 2 ** lost))
 
     def _read_range(self, claimed: ClaimedFile, path: str, start: int, length: int) -> bytes:
         """A part read again over SFTP (no spool file): on a new session after a dropped connection, the part
@@ -507,12 +510,7 @@ class SftpTransfer:
                 raise
             except (SftpConnectionLost, SftpUnavailable) as exc:
                 lost += 1
-                if lost > self.settings.reconnects:
-                    raise SftpConnectionLost(f"{claimed.filename!r}: gave up reading bytes {start}-{start + length} "
-                                             f"again after {lost} dropped connection(s): {exc}") from exc
-                log.warning("SFTP re-read of %r at byte %d interrupted (%s): again on a new connection",
-                            claimed.filename, start, exc)
-                time.sleep(min(8.0, 0.5 * 2 ** lost))
+                self._after_drop(lost, exc, f"{claimed.filename!r}: bytes {start}-{start + length} read again")
             except SftpFileError as exc:
                 if exc.reason in ("no such file", "no such path"):
                     raise FileRefused(f"{claimed.filename!r} vanished during its transfer, before its parts were "
