@@ -23,6 +23,7 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from vault_pipeline.dagster_api import DagsterApi, DagsterApiError
+from vault_pipeline.replication.tracking.file_transfers import counts_by_status
 
 SENSOR = "hot_bucket_sensor"
 CHECKED_ASSET = "cold_copies"
@@ -238,8 +239,7 @@ def dagster_status(api: DagsterApi) -> tuple[dict[str, Any], list[dict[str, Any]
 def sftp_status(conn: Any) -> dict[str, Any]:
     """vault_secure.file_transfer_log summed up: files and bytes by status, the last 24 hours' transfers and
     their per-phase throughput, the latest failures."""
-    by_status = {status: {"files": int(n), "bytes": int(b)} for status, n, b in conn.execute(
-        "SELECT status, count(*), COALESCE(sum(file_size), 0) FROM vault_secure.file_transfer_log GROUP BY status")}
+    by_status = counts_by_status(conn)
     files, total, download, upload, wall = conn.execute(
         "SELECT count(*), COALESCE(sum(file_size), 0), COALESCE(sum(download_duration), 0),"
         " COALESCE(sum(upload_duration), 0), EXTRACT(EPOCH FROM max(transfer_end_time) - min(transfer_start_time))"

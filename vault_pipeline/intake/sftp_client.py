@@ -60,6 +60,11 @@ class SftpFileError(SftpError):
         super().__init__(message)
         self.reason = reason
 
+    @property
+    def missing(self) -> bool:
+        """The path is not there (the file, or a folder on its way)."""
+        return self.reason in ("no such file", "no such path")
+
 
 @dataclass(frozen=True)
 class SftpConfig:
@@ -192,15 +197,6 @@ class SftpSession:
     def lstat(self, path: str) -> RemoteEntry:
         return _entry(path.rsplit("/", 1)[-1], self._run(self._sftp.lstat(path), "lstat", path))
 
-    def exists(self, path: str) -> bool:
-        try:
-            self.lstat(path)
-        except SftpFileError as exc:
-            if exc.reason in ("no such file", "no such path"):
-                return False
-            raise
-        return True
-
     def scandir(self, path: str) -> list[RemoteEntry]:
         """The entries of a directory (not . and ..), with their lstat attributes. Names are read as bytes:
         one that is not UTF-8 (which asyncssh would refuse for the whole listing) is an entry of kind
@@ -282,12 +278,6 @@ class SftpSession:
 
     def _read_ahead(self, handle: asyncssh.SFTPClientFile, size: int, offset: int) -> Future[bytes]:
         return self._pool.loop.submit(asyncio.wait_for(handle.read(size, offset), self._pool.config.io_timeout))
-
-    def rename(self, source: str, target: str) -> None:
-        self._run(self._sftp.rename(source, target), "rename", source)
-
-    def remove(self, path: str) -> None:
-        self._run(self._sftp.remove(path), "remove", path)
 
     def makedirs(self, path: str) -> None:
         self._run(self._sftp.makedirs(path, exist_ok=True), "mkdir", path)

@@ -476,7 +476,7 @@ class SftpTransfer:
                 lost += 1
                 self._after_drop(lost, exc, f"{claimed.filename!r}: {offset} of {claimed.size} bytes read")
             except SftpFileError as exc:
-                if exc.reason not in ("no such file", "no such path"):
+                if not exc.missing:
                     raise
                 if entry is None:
                     return None
@@ -512,7 +512,7 @@ class SftpTransfer:
                 lost += 1
                 self._after_drop(lost, exc, f"{claimed.filename!r}: bytes {start}-{start + length} read again")
             except SftpFileError as exc:
-                if exc.reason in ("no such file", "no such path"):
+                if exc.missing:
                     raise FileRefused(f"{claimed.filename!r} vanished during its transfer, before its parts were "
                                       "read again (no spool file): the upload was aborted, nothing was uploaded",
                                       retryable=False) from exc
@@ -655,7 +655,7 @@ class SftpTransfer:
                 try:
                     done, final = session.move_or_remove(path, (claimed.size, claimed.mtime), target)
                 except SftpFileError as exc:
-                    if exc.reason not in ("no such file", "no such path"):
+                    if not exc.missing:
                         raise
                     return "kept", ("transferred and verified, then the source was no longer in the inbox (removed "
                                     "or renamed by someone else during its transfer): nothing to move or delete")

@@ -76,6 +76,14 @@ class TransferResult:
     note: str | None = None  # kept in error_message: what went right but not as planned (e.g. a move refused)
 
 
+def counts_by_status(conn: Any, inbox: str | None = None) -> dict[str, dict[str, int]]:
+    """status -> files and bytes in the transfer log (of one inbox, or all)."""
+    where, params = ("WHERE inbox = %s", [inbox]) if inbox else ("", [])
+    return {status: {"files": int(n), "bytes": int(b)} for status, n, b in conn.execute(
+        f"SELECT status, count(*), COALESCE(sum(file_size), 0) FROM vault_secure.file_transfer_log {where}"
+        " GROUP BY status", params).fetchall()}
+
+
 class TransferLog(TrackingConnection):
     def register_stable(self, inbox: str, files: Iterable[StableFile]) -> int:
         """Record stable files as PENDING; a known name with another size or mtime is a new delivery and
@@ -245,11 +253,9 @@ class TransferLog(TrackingConnection):
 
     def transfer_summary(self, inbox: str | None = None) -> dict[str, Any]:
         """Counts and bytes by status, and the last day's throughput, for `vault-pipeline status`."""
-        where, params = ("WHERE inbox = %s", [inbox]) if inbox else ("", [])
+        params = [inbox] if inbox else []
         with self.pool.connection() as conn:
-            by_status = {status: {"files": int(n), "bytes": int(b)} for status, n, b in conn.execute(
-                f"SELECT status, count(*), COALESCE(sum(file_size), 0) FROM vault_secure.file_transfer_log {where}"
-                " GROUP BY status", params).fetchall()}
+            by_status = counts_by_status(conn, inbox)
             recent = conn.cursor(row_factory=dict_row).execute(
                 "SELECT count(*) AS files, COALESCE(sum(file_size), 0) AS bytes,"
                 " COALESCE(sum(download_duration), 0) AS download_s, COALESCE(sum(upload_duration), 0) AS upload_s"
