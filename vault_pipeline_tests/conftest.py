@@ -135,6 +135,18 @@ class Vault:
         response = self.cold.list_object_versions(Bucket=self.cold_bucket, Prefix=key)
         return [v for v in response.get("Versions", []) if v["Key"] == key]
 
+    def cold_versions_under(self, prefix: str) -> dict[str, list[dict[str, Any]]]:
+        """Every version under a prefix, by key, in one paginated listing. Checking many keys one
+        ListObjectVersions each is O(keys x bucket) on the moto server: it deep-copies every version of the
+        bucket per request, bodies included, into temporary files that outlive the request, and a few hundred
+        such calls filled the CI machine's disk (moto then answers 500)."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for page in self.cold.get_paginator("list_object_versions").paginate(Bucket=self.cold_bucket,
+                                                                             Prefix=prefix):
+            for version in page.get("Versions", []):
+                found.setdefault(version["Key"], []).append(version)
+        return found
+
     def open_uploads(self) -> list[dict[str, Any]]:
         return self.cold.list_multipart_uploads(Bucket=self.cold_bucket).get("Uploads", [])
 

@@ -59,9 +59,9 @@ def test_sigkill_mid_run_then_rerun_replicates_everything_exactly_once(vault: Va
     assert rerun.success
     rows = vault.store.rows(vault.hot_bucket)
     assert len(rows) == 206 and {r["status"] for r in rows} == {"replicated"}
+    versions = vault.cold_versions_under("crash/")
     for row in rows:
-        versions = vault.cold_versions(row["s3_key"])
-        assert [v["VersionId"] for v in versions] == [row["aws_version_id"]], row["s3_key"]
+        assert [v["VersionId"] for v in versions[row["s3_key"]]] == [row["aws_version_id"]], row["s3_key"]
     assert vault.open_uploads() == []
     metadata = rerun.asset_materializations_for_node("cold_copies")[0].metadata
     assert metadata["stale_uploads_aborted"].value >= 1
