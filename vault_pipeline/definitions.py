@@ -7,6 +7,7 @@ import os
 
 from dagster import Definitions, EnvVar, ExecutorDefinition, in_process_executor
 
+from vault_pipeline.assets.backup import tracking_db_backup
 from vault_pipeline.assets.intake import hot_bucket_sweep
 from vault_pipeline.assets.journal import journal_seal
 from vault_pipeline.assets.replication import cold_copies, hot_deletions, hot_inventory
@@ -15,11 +16,17 @@ from vault_pipeline.assets.sftp import sftp_transfers
 from vault_pipeline.assets.verification import verification_report
 from vault_pipeline.checks.cold_copies import cold_copies_checks
 from vault_pipeline.checks.sftp_transfers import sftp_transfers_checks
+from vault_pipeline.jobs.backup import build_db_backup_schedule, tracking_db_backup_job
 from vault_pipeline.jobs.intake import build_reconciliation_sweep_schedule, reconciliation_sweep_job
 from vault_pipeline.jobs.journal_seal import build_journal_seal_schedule, journal_seal_job
 from vault_pipeline.jobs.rebuild import rebuild_tracking_db_job
 from vault_pipeline.jobs.replication import replication_job
 from vault_pipeline.jobs.restore_drill import build_restore_drill_schedule, restore_drill_job
+from vault_pipeline.jobs.restore_tracking_db import (
+    build_db_restore_drill_schedule,
+    db_restore_drill_job,
+    restore_tracking_db_job,
+)
 from vault_pipeline.jobs.sftp import sftp_transfer_job
 from vault_pipeline.jobs.verification import build_verification_schedules, cold_copies_checks_job, verification_job
 from vault_pipeline.replication.policy import RetentionPolicy
@@ -33,12 +40,15 @@ from vault_pipeline.resources import (
     VerificationSettingsResource,
 )
 from vault_pipeline.resources.alerts import alerts_resource_from_env
+from vault_pipeline.resources.completion_webhooks import completion_webhooks_configured, completion_webhooks_from_env
+from vault_pipeline.resources.db_backups import db_backup_resource_from_env
 from vault_pipeline.resources.intake_settings import IntakeSettingsResource
 from vault_pipeline.resources.journal import journal_resource_from_env
 from vault_pipeline.resources.rebuild_target import rebuild_target_from_env
 from vault_pipeline.resources.restore_drill import RestoreDrillResource
 from vault_pipeline.resources.sftp_inbox import SftpInboxResource
 from vault_pipeline.sensors.alerts import build_alert_sensors, declared_check_keys
+from vault_pipeline.sensors.completion import build_completion_sensors
 from vault_pipeline.sensors.hot_bucket import build_hot_bucket_sensor
 from vault_pipeline.sensors.journal_tail import build_journal_tail_sensor
 from vault_pipeline.sensors.restore_drill import build_restore_drill_followup_sensor
@@ -158,6 +168,12 @@ def build_resources(settings: VaultSettings, policy: RetentionPolicy | None = No
         **feed_resources(settings),
         "sftp_inbox": sftp_resource(settings),
         "rebuild_target": rebuild_target_from_env(),
+        "db_backups": db_backup_resource_from_env(
+            prefix=settings.db_backup_prefix, retention_days=settings.db_backup_retention_days,
+            restore_jobs=settings.pg_restore_jobs, pg_bin_dir=settings.pg_bin_dir,
+            spool_dir=str(settings.spool_dir) if settings.spool_dir else None, part_size_mb=settings.part_size_mb,
+            drill_database=settings.db_restore_drill_database),
+        "completion_webhooks": completion_webhooks_from_env(settings),
         "restore_drill": RestoreDrillResource(
             sample_size=settings.restore_drill_sample_size, tier=settings.restore_drill_tier,
             deadline_hours=settings.restore_drill_deadline_hours,
@@ -204,19 +220,28 @@ def build_definitions(settings: VaultSettings, executor: ExecutorDefinition = in
     alert_sensors = build_alert_sensors(
         check_keys=declared_check_keys([*(core.assets or []), *(core.asset_checks or []), sftp_transfers_checks]),
         monitored_jobs=[reconciliation_sweep_job, replication_job, verification_job, cold_copies_checks_job,
-                        restore_drill_job, journal_seal_job, rebuild_tracking_db_job, sftp_transfer_job],
+                        restore_drill_job, journal_seal_job, rebuild_tracking_db_job, sftp_transfer_job,
+                        tracking_db_backup_job, restore_tracking_db_job, db_restore_drill_job],
         minimum_interval_seconds=settings.alert_sensor_interval_seconds,
     )
     # The daily journal seal (docs/journal.md).
     journal = Definitions(assets=[journal_seal], jobs=[journal_seal_job],
                           schedules=[build_journal_seal_schedule(settings.journal_seal_cron)])
+    # Tracking-database backups, restores and the weekly restore drill (docs/backups.md).
+    backups = Definitions(
+        assets=[tracking_db_backup], jobs=[tracking_db_backup_job, restore_tracking_db_job, db_restore_drill_job],
+        schedules=[build_db_backup_schedule(settings.db_backup_cron),
+                   build_db_restore_drill_schedule(settings.db_restore_drill_cron)],
+        # Completion notices (day replicated, backup, restore), separate from the failure alerts.
+        sensors=build_completion_sensors(replication_job, configured=completion_webhooks_configured(),
+                                         minimum_interval_seconds=settings.completion_sensor_interval_seconds))
     # The secondary site's reconstruction (docs/secondary-site.md): a job, and a sensor stopped by default.
     secondary = Definitions(
         assets=[rebuilt_tracking_db], jobs=[rebuild_tracking_db_job],
         sensors=[build_journal_tail_sensor(rebuild_tracking_db_job,
                                            minimum_interval_seconds=settings.rebuild_sensor_interval_seconds,
                                            lag_alert_seconds=settings.rebuild_lag_alert_seconds)])
-    return Definitions.merge(core, journal, secondary, sftp, Definitions(sensors=alert_sensors))
+    return Definitions.merge(core, journal, secondary, sftp, backups, Definitions(sensors=alert_sensors))
 
 
 defs = build_definitions(load_settings()[0])

@@ -7,6 +7,7 @@ so that only the variable's name is ever shown in the UI. Every variable is list
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -170,6 +171,19 @@ class VaultSettings(BaseSettings):
     alert_webhook_timeout_seconds: float = Field(5.0, gt=0, le=10, alias="VAULT_ALERT_WEBHOOK_TIMEOUT_SECONDS")
     alert_delivery_budget_seconds: float = Field(15.0, ge=0, le=20, alias="VAULT_ALERT_DELIVERY_BUDGET_SECONDS")
 
+    # Completion webhooks (issue 17): a signed notice when a day's replication, a backup or a restore completes.
+    # The URLs (VAULT_COMPLETION_WEBHOOK_URLS) and the signing secret (VAULT_COMPLETION_WEBHOOK_SECRET) are
+    # secrets: they reach the resource as EnvVar, not through here. A notice that fails is retried after
+    # base x 2^(attempts - 1) seconds, at most the maximum, and abandoned (shown by `status`) after max attempts.
+    completion_webhook_timeout_seconds: float = Field(
+        5.0, gt=0, le=10, alias="VAULT_COMPLETION_WEBHOOK_TIMEOUT_SECONDS")
+    completion_webhook_max_attempts: int = Field(20, ge=1, le=1000, alias="VAULT_COMPLETION_WEBHOOK_MAX_ATTEMPTS")
+    completion_webhook_retry_base_seconds: float = Field(
+        30.0, gt=0, le=86400, alias="VAULT_COMPLETION_WEBHOOK_RETRY_BASE_SECONDS")
+    completion_webhook_retry_max_seconds: float = Field(
+        3600.0, gt=0, le=7 * 86400, alias="VAULT_COMPLETION_WEBHOOK_RETRY_MAX_SECONDS")
+    completion_sensor_interval_seconds: int = Field(30, ge=5, le=3600, alias="VAULT_COMPLETION_SENSOR_INTERVAL_SECONDS")
+
     # Write journal, seals and reconstruction (issue 4). The signing key and the rebuild target's DSN are
     # secrets: they reach the resources as EnvVar (VAULT_JOURNAL_SIGNING_KEY, VAULT_REBUILD_DATABASE_URL).
     journal_prefix: str = Field("journal/", min_length=1, alias="VAULT_JOURNAL_PREFIX")
@@ -206,6 +220,19 @@ class VaultSettings(BaseSettings):
     sftp_sensor_interval_seconds: int = Field(10, ge=1, le=86400, alias="SFTP_SENSOR_INTERVAL_SECONDS")
     sftp_connect_timeout_seconds: float = Field(15.0, gt=0, le=300, alias="SFTP_CONNECT_TIMEOUT_SECONDS")
 
+    # Tracking-database backups and restores (issue 17, docs/backups.md). The restore target's DSN is a secret
+    # (VAULT_RESTORE_DATABASE_URL, read as EnvVar); unset, a restore rebuilds VAULT_DATABASE_URL's database.
+    db_backup_prefix: str = Field("backups/", min_length=1, alias="VAULT_DB_BACKUP_PREFIX")
+    db_backup_retention_days: int = Field(35, ge=1, le=36_500, alias="VAULT_DB_BACKUP_RETENTION_DAYS")
+    db_backup_cron: str = Field("45 1 * * *", alias="VAULT_DB_BACKUP_CRON")
+    db_restore_drill_cron: str = Field("30 4 * * 0", alias="VAULT_DB_RESTORE_DRILL_CRON")
+    db_restore_drill_database: str = Field("vault_restore_drill", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                                           alias="VAULT_DB_RESTORE_DRILL_DATABASE")
+    pg_restore_jobs: int = Field(2, ge=1, le=64, alias="VAULT_PG_RESTORE_JOBS")
+    # Where pg_dump/pg_restore are; empty: the ones pgserver ships, else PATH. Their major version must be at
+    # least the server's.
+    pg_bin_dir: str = Field("", alias="VAULT_PG_BIN_DIR")
+
     @field_validator("cold_storage_class")
     @classmethod
     def _known_class(cls, value: str) -> str:
@@ -226,7 +253,7 @@ class VaultSettings(BaseSettings):
     def _empty_is_default(cls, value: object) -> object:
         return None if value in ("", None) else value
 
-    @field_validator("report_prefix", "journal_prefix")
+    @field_validator("report_prefix", "journal_prefix", "db_backup_prefix")
     @classmethod
     def _prefix_is_a_folder(cls, value: str) -> str:
         if not value.endswith("/") or value.startswith("/"):
@@ -243,10 +270,12 @@ class VaultSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _prefixes_do_not_overlap(self) -> VaultSettings:
-        a, b = self.report_prefix, self.journal_prefix
-        if a.startswith(b) or b.startswith(a):
-            raise ValueError(f"VAULT_JOURNAL_PREFIX {b!r} and VAULT_REPORT_PREFIX {a!r} overlap: the journal "
-                             "and the reports need prefixes of their own")
+        named = {"VAULT_REPORT_PREFIX": self.report_prefix, "VAULT_JOURNAL_PREFIX": self.journal_prefix,
+                 "VAULT_DB_BACKUP_PREFIX": self.db_backup_prefix}
+        for (name_a, a), (name_b, b) in itertools.combinations(named.items(), 2):
+            if a.startswith(b) or b.startswith(a):
+                raise ValueError(f"{name_a} {a!r} and {name_b} {b!r} overlap: the journal, the reports and the "
+                                 "database backups need prefixes of their own")
         return self
 
     @model_validator(mode="after")
@@ -321,7 +350,7 @@ class VaultSettings(BaseSettings):
     def feeds(self) -> tuple[str, ...]:
         return tuple(n for n in self.change_feeds.split(",") if n)
 
-    @field_validator("restore_drill_cron", "journal_seal_cron", "sweep_cron")
+    @field_validator("restore_drill_cron", "journal_seal_cron", "sweep_cron", "db_backup_cron", "db_restore_drill_cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
         from dagster import DagsterInvalidDefinitionError, ScheduleDefinition
@@ -336,7 +365,7 @@ class VaultSettings(BaseSettings):
     @property
     def reserved_prefixes(self) -> tuple[str, ...]:
         """Cold-site prefixes the pipeline writes itself; hot keys under them are refused."""
-        return (self.report_prefix, self.journal_prefix)
+        return (self.report_prefix, self.journal_prefix, self.db_backup_prefix)
 
     @property
     def multipart_threshold(self) -> int:

@@ -25,6 +25,7 @@ from dagster import DagsterInstance, Definitions, SensorResult, build_sensor_con
 
 from vault_pipeline.definitions import build_definitions, build_resources
 from vault_pipeline.devstack.buckets import ensure_bucket
+from vault_pipeline.devstack.postgres import pg_bin_dir
 from vault_pipeline.intake.sweep import SweepReport, run_sweep
 from vault_pipeline.journal.reader import read_entries
 from vault_pipeline.journal.segments import SegmentStore
@@ -43,6 +44,7 @@ TEST_ENV = {
     "VAULT_MULTIPART_THRESHOLD_MB": "5",
     "VAULT_PART_SIZE_MB": "5",
     "REPLICATION_CONCURRENCY": "8",
+    "VAULT_PG_BIN_DIR": pg_bin_dir(),  # as `make run` sets it: pgserver's pg_dump / pg_restore
 }
 
 

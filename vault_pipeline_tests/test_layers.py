@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vault_pipeline"
-DOMAIN = ("replication", "retrieval", "journal", "alerting", "intake")
+DOMAIN = ("replication", "retrieval", "journal", "alerting", "intake", "backup")
 DAGSTER_LAYER = ("assets", "checks", "sensors", "jobs", "resources", "definitions", "partitions", "dagster_compat")
 TOOLS = ("cli", "devstack")
 

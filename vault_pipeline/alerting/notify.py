@@ -69,8 +69,15 @@ class WebhookNotifier:
     def __repr__(self) -> str:  # never the URL, even in a traceback's locals
         return f"WebhookNotifier(configured={self.configured}, timeout={self.timeout})"
 
-    def post(self, payload: Mapping[str, Any], *, attempts: int | None = None) -> DeliveryResult:
-        """Deliver one payload (`attempts` overrides the configured count); never raises."""
+    def post(
+        self, payload: Mapping[str, Any], *, attempts: int | None = None,
+        headers: Callable[[bytes], Mapping[str, str]] | None = None,
+    ) -> DeliveryResult:
+        """Deliver one payload (`attempts` overrides the configured count); never raises.
+
+        `headers(body)`, called before each attempt, gives extra headers for the exact body sent (a signature
+        and its timestamp: see alerting/completion.py); they override the default ones of the same name.
+        """
         attempts = max(1, attempts or self.attempts)
         if self._url is None:
             return DeliveryResult(delivered=False, attempts=0, error="no webhook configured")
@@ -84,7 +91,7 @@ class WebhookNotifier:
         for attempt in range(1, attempts + 1):
             retry = False
             try:
-                status = self._send(body)
+                status = self._send(body, headers(body) if headers is not None else {})
                 if 200 <= status < 300:
                     return DeliveryResult(delivered=True, attempts=attempt, status=status)
                 error, retry = f"HTTP {status}", status >= 500 or status in RETRYABLE_STATUS
@@ -95,11 +102,11 @@ class WebhookNotifier:
             self._sleep(self.backoff_seconds * 2 ** (attempt - 1))
         return DeliveryResult(delivered=False, attempts=attempt, status=status, error=error)
 
-    def _send(self, body: bytes) -> int:
+    def _send(self, body: bytes, extra_headers: Mapping[str, str]) -> int:
         assert self._url is not None
         request = urllib.request.Request(
             self._url, data=body, method="POST",
-            headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT},
+            headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT, **extra_headers},
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:

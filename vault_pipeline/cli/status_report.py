@@ -4,7 +4,8 @@ shows, and what needs a human.
 From PostgreSQL (read-only, a handful of aggregate queries that use the status and day indexes):
 counts and bytes by status and by document type, the backlog, the oldest object still waiting and how
 long it has waited, how long recent copies took, the failed rows, the last verification of each recent
-day and the days whose verification is overdue, and the open alerts.
+day and the days whose verification is overdue, the open alerts, and the completion webhooks' notices
+(by event and status, the oldest pending, the last error; endpoints by fingerprint, never their URL).
 
 From Dagster, through the webserver's GraphQL API when it answers: the state and last tick of
 `hot_bucket_sensor` and the latest evaluation of every check of `cold_copies`, per day. When Dagster does
@@ -22,6 +23,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
+from vault_pipeline.alerting.completion import summary as completion_summary
 from vault_pipeline.dagster_api import DagsterApi, DagsterApiError
 from vault_pipeline.replication.tracking.file_transfers import counts_by_status
 
@@ -30,6 +32,7 @@ CHECKED_ASSET = "cold_copies"
 RECENT_DAYS = 7  # days listed with their last verification
 CHECK_HISTORY = 500  # evaluations read per check (newest first) to find each day's latest
 FAILED_ROWS_SHOWN = 10
+COMPLETION_PENDING_WARN_SECONDS = 3600  # a completion notice pending longer than this needs a look
 
 
 @dataclass
@@ -48,6 +51,7 @@ class StatusReport:
     failed_checks: list[dict[str, Any]]
     cluster: dict[str, Any] = field(default_factory=lambda: {"configured": False})
     sftp: dict[str, Any] = field(default_factory=dict)
+    completion: dict[str, Any] = field(default_factory=dict)
     attention: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -260,6 +264,34 @@ def sftp_status(conn: Any) -> dict[str, Any]:
     }
 
 
+def completion_status(conn: Any, configured_endpoints: list[str] | None) -> dict[str, Any]:
+    """vault_secure.completion_notices summed up (alerting/completion.py `summary`): by event and status, the
+    oldest pending, the last error, per endpoint fingerprint. Never a URL. `configured_endpoints`: the
+    fingerprints of VAULT_COMPLETION_WEBHOOK_URLS here (None: unknown)."""
+    if conn.execute("SELECT to_regclass('vault_secure.completion_notices')").fetchone()[0] is None:
+        return {"error": "vault_secure.completion_notices does not exist yet (migration 019 not applied)"}
+    return {"configured_endpoints": len(configured_endpoints) if configured_endpoints is not None else None,
+            **completion_summary(conn, configured=configured_endpoints)}
+
+
+def _completion_attention(completion: dict[str, Any]) -> list[str]:
+    lines = []
+    if completion.get("abandoned"):
+        lines.append(f"{completion['abandoned']} completion notice(s) abandoned after the last attempt (see "
+                     "vault_secure.completion_notices): the receiver never got them")
+    orphaned = {fp: e["pending"] for fp, e in completion.get("endpoints", {}).items()
+                if e["pending"] and e.get("configured") is False}
+    if orphaned:
+        lines.append(f"{sum(orphaned.values())} completion notice(s) pending for endpoint(s) no longer in "
+                     f"VAULT_COMPLETION_WEBHOOK_URLS ({', '.join(sorted(orphaned))}): they are not sent")
+    age = completion.get("oldest_pending_seconds")
+    if age is not None and age > COMPLETION_PENDING_WARN_SECONDS:
+        error = (completion.get("last_error") or {}).get("error")
+        lines.append(f"a completion notice has been pending {age / 3600:.1f} h" + (f" (last error: {error})"
+                                                                                   if error else ""))
+    return lines
+
+
 def needs_attention(report: StatusReport, *, now: dt.datetime, sensor_interval_seconds: float) -> list[str]:
     """One line per thing a human should look at; empty when all is well."""
     lines = []
@@ -305,15 +337,18 @@ def needs_attention(report: StatusReport, *, now: dt.datetime, sensor_interval_s
     if failed_files:
         lines.append(f"{failed_files} SFTP file(s) FAILED in vault_secure.file_transfer_log (each with its reason): "
                      "fix the cause, then deliver the file again (or touch it) to transfer it")
+    lines.extend(_completion_attention(report.completion))
     waiting = report.oldest_waiting
     if waiting and waiting["waiting_seconds"] > max(10 * sensor_interval_seconds, 3600):
-        lines.append(f"oldest waiting object {waiting['key']!r} has waited {waiting['waiting_seconds'] / 3600:.1f} h")
+        hours = waiting["waiting_seconds"] / 3600
+        lines.append(f"oldest waiting object {waiting['s3_key']!r} has waited {hours:.1f} h")
     return lines
 
 
 def collect_status(conn: Any, api: DagsterApi | None, *, source_bucket: str | None, period_days: int,
                    sensor_interval_seconds: float, recent_days: int = RECENT_DAYS,
-                   cluster: dict[str, Any] | None = None) -> StatusReport:
+                   cluster: dict[str, Any] | None = None,
+                   completion_endpoints: list[str] | None = None) -> StatusReport:
     db = database_status(conn, source_bucket, period_days=period_days, recent_days=recent_days)
     if api is None:
         dagster, checks = {"url": None, "error": "no Dagster URL configured (VAULT_DAGSTER_URL)"}, None
@@ -329,6 +364,7 @@ def collect_status(conn: Any, api: DagsterApi | None, *, source_bucket: str | No
         recent_copies=db["recent_copies"], failed_rows=db["failed_rows"], verification=db["verification"],
         open_alerts=db["open_alerts"], dagster=dagster, failed_checks=checks,
         cluster=cluster or {"configured": False}, sftp=sftp_status(conn),
+        completion=completion_status(conn, completion_endpoints),
     )
     report.attention = needs_attention(report, now=db["now"], sensor_interval_seconds=sensor_interval_seconds)
     return report

@@ -39,6 +39,11 @@ def pgserver_binary(name: str) -> str:
 
 
 
+def pg_bin_dir() -> str:
+    """The directory of the PostgreSQL programs pgserver ships (VAULT_PG_BIN_DIR under `make run`)."""
+    return str(Path(pgserver_binary("pg_dump")).parent)
+
+
 def _system_user() -> str | None:
     """None when we are not root; else make sure the `pgserver` user exists and can run the binaries."""
     if os.geteuid() != 0:

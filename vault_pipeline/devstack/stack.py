@@ -30,7 +30,7 @@ import psutil
 from vault_pipeline.devstack.buckets import ensure_bucket
 from vault_pipeline.devstack.motosite import MotoSite
 from vault_pipeline.devstack.ports import COLD_S3_PORT, HOT_S3_PORT, LOOPBACK, POSTGRES_PORT, find_free_port_block
-from vault_pipeline.devstack.postgres import EmbeddedPostgres, pgserver_binary
+from vault_pipeline.devstack.postgres import EmbeddedPostgres, pg_bin_dir, pgserver_binary
 from vault_pipeline.devstack.process import DevStackError
 from vault_pipeline.devstack.seaweed import SeaweedSite
 from vault_pipeline.devstack.sftp import SftpServer
@@ -159,6 +159,8 @@ class DevStack:
             "VAULT_DAGSTER_DATABASE_URL": self.postgres.dsn(DAGSTER_DATABASE).replace(
                 "postgresql://", "postgresql+psycopg2://", 1),
             "VAULT_REBUILD_DATABASE_URL": self.postgres.dsn(SECONDARY_DATABASE),
+            # pg_dump / pg_restore of the backups (issue 17): the ones pgserver ships, the server's own version.
+            "VAULT_PG_BIN_DIR": pg_bin_dir(),
             # The hot site's filer streams every change (issue 14): a new document is seen in seconds; the
             # hourly reconciliation sweep stays behind it. A VAULT_CHANGE_FEEDS set by the caller wins (the
             # cluster benchmark sets it empty, so that only the sweep registers).

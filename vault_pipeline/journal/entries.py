@@ -13,7 +13,11 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-ACTIONS = ("copy", "hot_delete", "retention_extend", "report")
+ACTIONS = ("copy", "hot_delete", "retention_extend", "report", "backup")
+# Actions that record a cold write of the pipeline's own (a verification report, a tracking-database backup):
+# they change no replication_status row. "backup" (issue 17) is a new action, not a new format: no field of an
+# existing action changes meaning, and a reader that does not know an action stops on it with its name.
+RECORD_ACTIONS = ("report", "backup")
 # Entry format. 1 (entries without a "format" field): as first written. 2: "format" on every entry, and
 # copy entries carry document_id and user_id; from migration 010 on, a format-2 copy entry may also carry
 # retention_note (absent in earlier entries: NULL), and retention_base may be "minimum" (an optional field and
@@ -121,6 +125,29 @@ def report_fields(*, bucket: str, key: str, version_id: str | None, sha256: str,
         "source_etag": None,
         "run_id": run_id,
         "day": day.isoformat(),
+    }
+
+
+def backup_fields(*, bucket: str, key: str, version_id: str | None, sha256: str, size: int,
+                  retain_until: dt.datetime, backup_id: str, database: str, journal_next_seq: int | None,
+                  run_id: str | None) -> dict[str, Any]:
+    """A tracking-database backup (a pg_dump, or the backup's manifest) written to the cold site."""
+    return {
+        "format": FORMAT,
+        "action": "backup",
+        "bucket": bucket,
+        "key": key,
+        "version_id": version_id,
+        "sha256": sha256,
+        "size": size,
+        "document_type": "database-backup",
+        "retain_until": iso(retain_until),
+        "source_etag": None,
+        "run_id": run_id,
+        "backup_id": backup_id,
+        "database": database,  # "tracking", "dagster", or "manifest"
+        # The journal position the dump contains (entries below it are in the dump): a restore replays from here.
+        "journal_next_seq": journal_next_seq,
     }
 
 

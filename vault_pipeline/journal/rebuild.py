@@ -30,7 +30,7 @@ from typing import Any, Literal
 import psycopg
 
 from vault_pipeline.journal.chain import GENESIS_HASH, ChainError, ChainState, canonical_json
-from vault_pipeline.journal.entries import BUSINESS_COLUMNS, parse_time, row_from_copy
+from vault_pipeline.journal.entries import BUSINESS_COLUMNS, RECORD_ACTIONS, parse_time, row_from_copy
 from vault_pipeline.journal.reader import read_segments
 from vault_pipeline.journal.segments import JournalError, SegmentStore, StoredSegment
 from vault_pipeline.replication.identity import application_ids
@@ -207,7 +207,7 @@ def _apply_segment(conn: psycopg.Connection, site: str, segment: StoredSegment, 
                                                   if r["aws_object_lock_until"] and until else until)
             else:
                 later.append(("retention_extend", entry))
-        elif action != "report":
+        elif action not in RECORD_ACTIONS:
             raise RebuildError(f"journal entry seq={entry.get('seq')} in {segment.key}: unknown action {action!r}",
                                report)
         report.entries[str(action)] += 1
