@@ -94,6 +94,12 @@ bench-sftp: install
 	$(BIN)/python -m pip install --quiet -r $(BENCH_LOCK)
 	$(BIN)/python benchmarks/sftp_bench.py $(BENCH_ARGS)
 
+## Full (backup + restore) versus incremental (journal catch-up) on 1M tracking rows (docs/secondary-site.md):
+## BENCH_ARGS="--rows 200000 --jobs 2 --rebuild"
+.PHONY: bench-db
+bench-db: install
+	$(BIN)/python benchmarks/db_backup_bench.py $(BENCH_ARGS)
+
 ## Delete the embedded stack's data (.vault/). Locked cold objects go with it: dev data only.
 clean-stack:
 	rm -rf .vault

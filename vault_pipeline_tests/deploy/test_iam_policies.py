@@ -85,6 +85,8 @@ OPERATION_ACTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         ("delete_object", {"s3:DeleteObject"}, {"s3:DeleteObjectVersion"}),
         ("restore_object", {"s3:RestoreObject"}, set()),
         ("copy_object", {"s3:GetObject", "s3:PutObject"}, {"s3:GetObjectVersion"}),
+        # boto3's managed transfer (s3transfer): PutObject, or Create/UploadPart/Complete, aborted on failure.
+        ("upload_file", {"s3:PutObject", "s3:AbortMultipartUpload"}, set()),
     ]
 }
 # Request parameters that need an action of their own (on PutObject / CreateMultipartUpload).
@@ -118,6 +120,16 @@ SITE_OF: dict[tuple[str, str], frozenset[str]] = {key: frozenset(sites) for key,
     ("intake/sftp_transfer.py", "SftpTransfer._verify"): {HOT_SFTP},
     ("intake/sftp_transfer.py", "SftpTransfer._recover"): {HOT_SFTP},
     ("replication/inventory.py", "list_page"): {HOT},  # the reconciliation sweep (intake/sweep.py)
+    # Tracking-database backups (issue 17): written to, listed on and read back from the cold site.
+    ("backup/store.py", "BackupStore._lock_args"): {COLD},
+    ("backup/store.py", "BackupStore.put_file"): {COLD},
+    ("backup/store.py", "BackupStore.put_bytes"): {COLD},
+    ("backup/store.py", "BackupStore._confirmed"): {COLD},
+    ("backup/store.py", "BackupStore.abort_stale_uploads"): {COLD},
+    ("backup/store.py", "BackupStore.backup_ids"): {COLD},
+    ("backup/store.py", "BackupStore.manifest"): {COLD},
+    ("backup/store.py", "BackupStore._versions"): {COLD},
+    ("backup/store.py", "BackupStore.fetch"): {COLD},
     ("replication/copier.py", "ObjectCopier._get_small"): {HOT},
     ("replication/copier.py", "ObjectCopier._head_source"): {HOT},
     ("replication/copier.py", "ObjectCopier._hash_pass"): {HOT},

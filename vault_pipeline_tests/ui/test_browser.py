@@ -11,7 +11,9 @@ shows (not what the API says) and saving full-page screenshots (see conftest.py)
    the tag dagster/partition, then the checksum check failed, naming the key, on the asset's Checks tab;
 5. a document put into the SFTP inbox with the exported SFTP_* settings, as a producer would: it reaches the
    cold site locked and verified under sftp/<path>, its file_transfer_log row COMPLETED with its durations,
-   and sftp_transfers shows the transfer (issue 16, "Done when").
+   and sftp_transfers shows the transfer (issue 16, "Done when");
+6. a backup taken, its restore's data step killed, the failed run re-executed from failure with the UI's button,
+   and `vault-pipeline db-report` of the new run naming both runs' steps (issue 17, docs/backups.md runbook).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import urllib.parse
 
 import asyncssh
@@ -31,6 +34,7 @@ import pytest
 
 from vault_pipeline.dagster_api import LOCATION
 from vault_pipeline.devstack.sftp import run_coroutine
+from vault_pipeline_tests.jobs.test_restore_tracking_db import kill_when_running
 from vault_pipeline_tests.ui.conftest import SENSOR, SENSOR_INTERVAL_S, UiStack, screenshot
 
 # Without playwright every test here stops in the `browser` fixture, before any of these names is used:
@@ -268,3 +272,51 @@ def test_5_a_document_put_by_sftp_reaches_the_cold_site(ui_stack: UiStack, page:
     page.goto(ui_stack.url("/assets/sftp_transfers"))
     expect(page.get_by_text("Documents delivered to the SFTP inbox", exact=False).first).to_be_visible()
     screenshot(page, "11-sftp-transfers")
+
+
+def test_6_a_restore_killed_mid_step_is_re_executed_from_failure(ui_stack: UiStack, page: Page) -> None:
+    """The runbook of docs/backups.md: a backup taken, its restore's data step killed, the run re-executed from
+    failure with the UI's own button, the new run succeeding with every step reported."""
+    env = ui_stack.server.env
+    with psycopg.connect(env["VAULT_DATABASE_URL"], autocommit=True) as conn:  # a data step long enough to kill
+        conn.execute("INSERT INTO vault_secure.audit_logs (event_type, object_key, source_bucket, metadata)"
+                     " SELECT 'REPLICATION_FAILURE', 'filler/' || i, 'hot', jsonb_build_object('i', i)"
+                     " FROM generate_series(1, 400000) i")
+    backup = ui_stack.api.launch_run("tracking_db_backup_job")
+    ui_stack.wait_until("the backup", lambda: ui_stack.api.run(backup)["status"] in ("SUCCESS", "FAILURE"))
+    assert ui_stack.api.run(backup)["status"] == "SUCCESS"
+
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=kill_when_running, args=("--section=data", stop, killed), daemon=True)
+    killer.start()
+    config = {"ops": {"fetch_backup": {"config": {"target": "drill", "replace": True}}}}
+    first = ui_stack.api.launch_run("restore_tracking_db", run_config=config)
+    try:
+        ui_stack.wait_until("the restore's end", lambda: ui_stack.api.run(first)["status"] in ("SUCCESS", "FAILURE"))
+    finally:
+        stop.set()
+        killer.join()
+    assert killed and ui_stack.api.run(first)["status"] == "FAILURE"
+
+    page.goto(ui_stack.url(f"/runs/{first}"))
+    expect(page.get_by_text("STEP_FAILURE", exact=True).first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    # "Re-execute all" would run every step again; its arrow opens the other choices.
+    re_execute_all = page.get_by_role("button", name=re.compile(r"^Re-execute all"))
+    expect(re_execute_all).to_be_visible()
+    re_execute_all.locator("xpath=following-sibling::*[1]").get_by_role("button", name="arrow_drop_down").click()
+    from_failure = page.get_by_role("menuitem", name=re.compile("from failure", re.IGNORECASE))
+    expect(from_failure).to_be_visible()
+    screenshot(page, "13-restore-reexecute-from-failure")
+    from_failure.click()
+    expect(page).not_to_have_url(re.compile(first))
+    expect(page).to_have_url(RUN_URL)
+    second = page.url.rsplit("/", 1)[1]
+    expect(page.get_by_text("RUN_SUCCESS", exact=True)).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    screenshot(page, "14-restore-reexecuted")
+
+    home = ui_stack.server.root / "dagster_home"
+    shown = subprocess.run([sys.executable, "-m", "vault_pipeline.cli", "db-report", second, "--dagster-home",
+                            str(home)], env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert "| fetch | " in shown.stdout and f"| {first[:8]} |" in shown.stdout and f"| {second[:8]} |" in shown.stdout
+    assert "TABLE DATA" in shown.stdout and "FK CONSTRAINT" in shown.stdout
