@@ -12,11 +12,15 @@ from typing import Any
 
 import psycopg
 import pytest
+from dagster import build_sensor_context
 from psycopg.rows import dict_row
 
 from vault_pipeline.backup.store import MANIFEST
 from vault_pipeline.journal.entries import BUSINESS_COLUMNS
+from vault_pipeline_tests.alerting.completion_receiver import KEY_HEADER, SECRET, CompletionReceiver, receiver
 from vault_pipeline_tests.conftest import Vault, sql, today_key
+
+__all__ = ["receiver"]  # the fixture, imported for pytest
 
 PREFIX = "backups/"
 
@@ -162,3 +166,59 @@ def test_a_dump_whose_bytes_differ_from_its_record_is_refused(vault: Vault, tmp_
     with pytest.raises(TamperedBackup, match="refused"):
         store.fetch(entry, tmp_path / "t.dump")
     assert not (tmp_path / "t.dump").exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("cold_flavour", ["seaweedfs"], indirect=True)
+def test_a_backup_and_a_restore_each_send_one_signed_notice_retried_after_a_500(
+        vault: Vault, secondary_dsn: str, receiver: CompletionReceiver) -> None:
+    replicate(vault, "x", 2)
+    receiver.script = [500]  # down when the backup completes
+    vault.configure(VAULT_COMPLETION_WEBHOOK_URLS=receiver.url, VAULT_COMPLETION_WEBHOOK_SECRET=SECRET,
+                    VAULT_COMPLETION_WEBHOOK_RETRY_BASE_SECONDS="0.001", VAULT_RESTORE_DATABASE_URL=secondary_dsn)
+    backup_id = back_up(vault)["backup_id"].value
+    assert [r.answered for r in receiver.all()] == [500]  # tried at once, refused, left to the sensor
+    deliver = vault.defs.resolve_sensor_def("completion_webhook_sensor")
+    deliver(build_sensor_context(instance=vault.instance, resources=vault.resources))
+    backup_notices = [r for r in receiver.accepted() if r.json["event"] == "backup_complete"]
+    assert len(backup_notices) == 1 and backup_notices[0].verifies() and not backup_notices[0].verifies("wrong")
+    notice = backup_notices[0].json
+    assert notice["subject"] == backup_id and notice["facts"]["databases"]["tracking"]["rows"] > 0
+    assert backup_notices[0].header(KEY_HEADER) == notice["idempotency_key"]
+
+    assert restore(vault).success
+    again = restore(vault, replace=True)  # another restore: another notice, its own key
+    assert again.success
+    deliver(build_sensor_context(instance=vault.instance, resources=vault.resources))  # nothing left to send
+    restores = [r for r in receiver.accepted() if r.json["event"] == "restore_complete"]
+    assert len(restores) == 2 and all(r.verifies() for r in restores)
+    assert len({r.json["idempotency_key"] for r in restores}) == 2
+    assert restores[0].json["facts"]["steps"].keys() >= {"fetch", "data", "verify"}
+    assert len(receiver.accepted()) == 3  # exactly one per completion
+
+
+@pytest.mark.parametrize("cold_flavour", ["seaweedfs"], indirect=True)
+def test_the_weekly_drill_restores_into_a_scratch_database_compares_and_drops_it(vault: Vault) -> None:
+    replicate(vault, "drill", 3)
+    back_up(vault)
+    replicate(vault, "later", 2)  # the drill catches up too
+    vault.configure(VAULT_DB_RESTORE_DRILL_DATABASE="vault_drill_test")
+    schedule = vault.defs.resolve_schedule_def("db_restore_drill_schedule")
+    assert schedule.default_status.value == "RUNNING" and schedule.job_name == "db_restore_drill"
+    drill = vault.defs.resolve_job_def("db_restore_drill").execute_in_process(instance=vault.instance,
+                                                                               raise_on_error=False)
+    assert drill.success, failure_text(drill)
+    steps = {s["step"]: s for s in drill.output_for_node("restore_notify")["steps"]}
+    assert "match the manifest" in steps["verify"]["detail"]
+    assert drill.output_for_node("restore_notify")["catch_up_entries"] >= 2  # the two later copies, at least
+    assert "drill database dropped" in steps["notify"]["detail"]
+    assert sql(vault.dsn, "SELECT count(*) FROM pg_database WHERE datname = 'vault_drill_test'") == [(0,)]
+    # A drill that finds something wrong fails its run (the run-failure alert reports it): here the latest
+    # backup's manifest was rewritten after the backup.
+    backup_id = drill.output_for_node("restore_notify")["backup_id"]
+    manifest_key = f"{PREFIX}{backup_id}/{MANIFEST}"
+    body = vault.cold.get_object(Bucket=vault.cold_bucket, Key=manifest_key)["Body"].read()
+    vault.cold.put_object(Bucket=vault.cold_bucket, Key=manifest_key, Body=body, ChecksumAlgorithm="SHA256",
+                          Metadata={"vault-sha256": hashlib.sha256(body).hexdigest()})
+    failed = vault.defs.resolve_job_def("db_restore_drill").execute_in_process(instance=vault.instance,
+                                                                                raise_on_error=False)
+    assert not failed.success and "rewritten" in failure_text(failed)
