@@ -157,6 +157,14 @@ def render(report: Any) -> str:
                 f"{'' if item['retried'] else ', not retried'}): {' '.join(item['error'].split())[:160]}")
 
     render_completion(report.completion, row)
+    latest = report.backups.get("latest") or []
+    if latest:
+        newest = latest[0]
+        row("db backups", f"latest {newest['backup_id']} ({_ago(newest['at'], now)}, "
+            f"{format_amount(newest['bytes'], 'bytes')}, journal head seq {newest['journal_head_seq']:,}); "
+            f"{report.backups['count']:,} in all")
+    else:
+        row("db backups", "none yet (the first at VAULT_DB_BACKUP_CRON)")
 
     verification = report.verification
     row("verification", f"every day re-verified within {verification['period_days']} days: "

@@ -32,6 +32,7 @@ CHECKED_ASSET = "cold_copies"
 RECENT_DAYS = 7  # days listed with their last verification
 CHECK_HISTORY = 500  # evaluations read per check (newest first) to find each day's latest
 FAILED_ROWS_SHOWN = 10
+BACKUP_STALE_SECONDS = 2 * 86400  # a daily backup missed twice needs a look
 COMPLETION_PENDING_WARN_SECONDS = 3600  # a completion notice pending longer than this needs a look
 
 
@@ -52,6 +53,7 @@ class StatusReport:
     cluster: dict[str, Any] = field(default_factory=lambda: {"configured": False})
     sftp: dict[str, Any] = field(default_factory=dict)
     completion: dict[str, Any] = field(default_factory=dict)
+    backups: dict[str, Any] = field(default_factory=dict)
     attention: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -264,6 +266,26 @@ def sftp_status(conn: Any) -> dict[str, Any]:
     }
 
 
+def backup_status(conn: Any) -> dict[str, Any]:
+    """The latest tracking-database backups, from their journal entries (a backup journals its manifest last):
+    id, when, the journal head it holds, and the size of its dumps."""
+    # A sequenced entry keeps its body in `entry` (migration 016 empties `fields`); the partial index of
+    # migration 020 makes this a lookup however long the journal.
+    found = conn.execute(
+        """
+        WITH b AS (SELECT created_at, COALESCE(entry, fields) AS f FROM vault_secure.journal_entries
+                   WHERE action = 'backup')
+        SELECT m.f->>'backup_id', m.created_at, (m.f->>'journal_next_seq')::bigint,
+               (SELECT COALESCE(sum((d.f->>'size')::bigint), 0) FROM b d
+                WHERE d.f->>'backup_id' = m.f->>'backup_id' AND d.f->>'database' <> 'manifest'),
+               count(*) OVER ()
+        FROM b m WHERE m.f->>'database' = 'manifest'
+        ORDER BY m.created_at DESC LIMIT 3""").fetchall()
+    latest = [{"backup_id": backup_id, "at": _iso(at), "journal_head_seq": int(head or 1) - 1, "bytes": int(size)}
+              for backup_id, at, head, size, _ in found]
+    return {"latest": latest, "count": int(found[0][4]) if found else 0}
+
+
 def completion_status(conn: Any, configured_endpoints: list[str] | None) -> dict[str, Any]:
     """vault_secure.completion_notices summed up (alerting/completion.py `summary`): by event and status, the
     oldest pending, the last error, per endpoint fingerprint. Never a URL. `configured_endpoints`: the
@@ -338,6 +360,12 @@ def needs_attention(report: StatusReport, *, now: dt.datetime, sensor_interval_s
         lines.append(f"{failed_files} SFTP file(s) FAILED in vault_secure.file_transfer_log (each with its reason): "
                      "fix the cause, then deliver the file again (or touch it) to transfer it")
     lines.extend(_completion_attention(report.completion))
+    latest_backup = (report.backups.get("latest") or [None])[0]
+    # None yet is not flagged: a new vault has its first one at VAULT_DB_BACKUP_CRON (the text shows "none yet").
+    backup_age = (now - dt.datetime.fromisoformat(latest_backup["at"])).total_seconds() if latest_backup else 0.0
+    if backup_age > BACKUP_STALE_SECONDS:
+        lines.append(f"the latest tracking-database backup ({latest_backup['backup_id']}) is more than 2 days old: "
+                     "see tracking_db_backup's runs")
     waiting = report.oldest_waiting
     if waiting and waiting["waiting_seconds"] > max(10 * sensor_interval_seconds, 3600):
         hours = waiting["waiting_seconds"] / 3600
@@ -364,7 +392,7 @@ def collect_status(conn: Any, api: DagsterApi | None, *, source_bucket: str | No
         recent_copies=db["recent_copies"], failed_rows=db["failed_rows"], verification=db["verification"],
         open_alerts=db["open_alerts"], dagster=dagster, failed_checks=checks,
         cluster=cluster or {"configured": False}, sftp=sftp_status(conn),
-        completion=completion_status(conn, completion_endpoints),
+        completion=completion_status(conn, completion_endpoints), backups=backup_status(conn),
     )
     report.attention = needs_attention(report, now=db["now"], sensor_interval_seconds=sensor_interval_seconds)
     return report

@@ -5,3 +5,8 @@ ALTER TABLE vault_secure.journal_entries DROP CONSTRAINT IF EXISTS journal_entri
 ALTER TABLE vault_secure.journal_entries ADD CONSTRAINT journal_entries_action_check
     CHECK (action IN ('copy', 'hot_delete', 'retention_extend', 'report', 'backup')) NOT VALID;
 -- NOT VALID: the rows already there satisfied the stricter check of 005; no scan of a large journal index.
+
+-- `vault-pipeline status` shows the latest backups from their entries: a lookup in a tiny partial index, not a
+-- scan of the whole journal.
+CREATE INDEX IF NOT EXISTS journal_entries_backups ON vault_secure.journal_entries (created_at)
+    WHERE action = 'backup';

@@ -7,6 +7,8 @@ import datetime as dt
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,12 @@ def test_backup_is_locked_hashed_journaled_and_described(vault: Vault) -> None:
         partition_key=today_key(), instance=vault.instance, raise_on_error=False)
     report = audit.asset_materializations_for_node("verification_report")[0].metadata
     assert report["count_orphan_in_cold"].value == 0 and report["count_ok"].value == 6
+    # `vault-pipeline status` names the latest backup, read from its journal entries.
+    status = subprocess.run([sys.executable, "-m", "vault_pipeline.cli", "status", "--json", "--no-dagster",
+                             "--no-workers"], capture_output=True, text=True, timeout=120, check=False)
+    backups = json.loads(status.stdout)["backups"]
+    assert backups["count"] == 1 and backups["latest"][0]["backup_id"] == backup_id, status.stderr
+    assert backups["latest"][0]["bytes"] == tracking["size"]
 
 
 def test_backup_plus_catch_up_equals_the_original_row_for_row(vault: Vault, secondary_dsn: str) -> None:
