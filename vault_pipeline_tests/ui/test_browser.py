@@ -320,3 +320,16 @@ def test_6_a_restore_killed_mid_step_is_re_executed_from_failure(ui_stack: UiSta
     assert shown.returncode == 0, shown.stderr
     assert "| fetch | " in shown.stdout and f"| {first[:8]} |" in shown.stdout and f"| {second[:8]} |" in shown.stdout
     assert "TABLE DATA" in shown.stdout and "FK CONSTRAINT" in shown.stdout
+
+    # The backup held Dagster's own database too (its runs, check history, schedules): it restores and verifies
+    # against its manifest in a scratch database.
+    manifest = json.loads(ui_stack.cold.get_object(
+        Bucket=ui_stack.cold_bucket, Key=next(o["Key"] for o in ui_stack.cold.list_objects_v2(
+            Bucket=ui_stack.cold_bucket, Prefix="backups/")["Contents"] if o["Key"].endswith("manifest.json")))[
+        "Body"].read())
+    assert manifest["databases"]["dagster"]["row_counts"]["public.runs"] > 0
+    dagster_restore = ui_stack.api.launch_run("restore_tracking_db", run_config={"ops": {"fetch_backup": {"config": {
+        "database": "dagster", "target": "drill", "replace": True, "drop_after": True}}}})
+    ui_stack.wait_until("Dagster's database restored",
+                        lambda: ui_stack.api.run(dagster_restore)["status"] in ("SUCCESS", "FAILURE"))
+    assert ui_stack.api.run(dagster_restore)["status"] == "SUCCESS"
