@@ -117,6 +117,26 @@ def _step(context: OpExecutionContext, state: State, name: str, seconds: float, 
     return {**state, "steps": steps}
 
 
+def _section(context: OpExecutionContext, state: State, cold_site: ColdSiteResource,
+             tracking_db: TrackingDatabaseResource, db_backups: DatabaseBackupResource, section: str, *,
+             jobs: int, prepare: bool = False) -> tuple[Any, str]:
+    """One pg_restore section into the target (the dump fetched again if it is not here); with `prepare`, the
+    target database is created or taken up again first. (the report, what was said of the target)"""
+    path = _dump_file(context, state, db_backups, cold_site)
+    target = _target(state, db_backups, tracking_db)
+    described = ""
+    if prepare:
+        # The same id across re-executions of this restore (Dagster's root run): a target this restore already
+        # prepared is taken up again; any other non-empty target is refused unless `replace`.
+        restore_id = f"{context.run.tags.get('dagster/root_run_id', context.run.run_id)}/{state['backup_id']}"
+        described = ensure_target_database(target, replace=bool(state["config"]["replace"]), restore_id=restore_id)
+    return restore_section(path, target, section, jobs=jobs, bin_dir=db_backups.bin_dir()), described
+
+
+def _jobs(state: State, db_backups: DatabaseBackupResource) -> int:
+    return int(state["config"]["jobs"] or db_backups.restore_jobs)
+
+
 def _fail(what: str, exc: BaseException) -> Failure:
     return Failure(description=f"{what}: {exc}", allow_retries=False)
 
@@ -177,13 +197,8 @@ def restore_pre_data(context: OpExecutionContext, state: State, cold_site: ColdS
                      tracking_db: TrackingDatabaseResource, db_backups: DatabaseBackupResource) -> State:
     started = time.monotonic()
     try:
-        path = _dump_file(context, state, db_backups, cold_site)
-        target = _target(state, db_backups, tracking_db)
-        # The same id across re-executions of this restore (Dagster's root run): a target this restore already
-        # prepared is taken up again; any other non-empty target is refused unless `replace`.
-        restore_id = f"{context.run.tags.get('dagster/root_run_id', context.run.run_id)}/{state['backup_id']}"
-        described = ensure_target_database(target, replace=bool(state["config"]["replace"]), restore_id=restore_id)
-        report = restore_section(path, target, "pre-data", jobs=1, bin_dir=db_backups.bin_dir())
+        report, described = _section(context, state, cold_site, tracking_db, db_backups, "pre-data", jobs=1,
+                                     prepare=True)
     except STEP_ERRORS as exc:
         raise _fail("pre-data failed", exc) from None
     return _step(context, state, "pre-data", time.monotonic() - started,
@@ -196,12 +211,10 @@ def restore_pre_data(context: OpExecutionContext, state: State, cold_site: ColdS
 def restore_data(context: OpExecutionContext, state: State, cold_site: ColdSiteResource,
                  tracking_db: TrackingDatabaseResource, db_backups: DatabaseBackupResource) -> State:
     started = time.monotonic()
-    jobs = int(state["config"]["jobs"] or db_backups.restore_jobs)
+    jobs = _jobs(state, db_backups)
     try:
-        path = _dump_file(context, state, db_backups, cold_site)
-        target = _target(state, db_backups, tracking_db)
-        report = restore_section(path, target, "data", jobs=jobs, bin_dir=db_backups.bin_dir())
-        counts = count_rows(target, sorted(state["entry"]["row_counts"]))
+        report, _ = _section(context, state, cold_site, tracking_db, db_backups, "data", jobs=jobs)
+        counts = count_rows(_target(state, db_backups, tracking_db), sorted(state["entry"]["row_counts"]))
     except STEP_ERRORS as exc:
         raise _fail("data failed", exc) from None
     rows = sum(counts.values())
@@ -216,11 +229,9 @@ def restore_data(context: OpExecutionContext, state: State, cold_site: ColdSiteR
 def restore_post_data(context: OpExecutionContext, state: State, cold_site: ColdSiteResource,
                       tracking_db: TrackingDatabaseResource, db_backups: DatabaseBackupResource) -> State:
     started = time.monotonic()
-    jobs = int(state["config"]["jobs"] or db_backups.restore_jobs)
+    jobs = _jobs(state, db_backups)
     try:
-        path = _dump_file(context, state, db_backups, cold_site)
-        report = restore_section(path, _target(state, db_backups, tracking_db), "post-data", jobs=jobs,
-                                 bin_dir=db_backups.bin_dir())
+        report, _ = _section(context, state, cold_site, tracking_db, db_backups, "post-data", jobs=jobs)
     except STEP_ERRORS as exc:
         raise _fail("post-data failed", exc) from None
     return _step(context, state, "post-data", time.monotonic() - started, f"{len(report.items)} item(s), -j {jobs}",
