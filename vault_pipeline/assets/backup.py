@@ -9,6 +9,7 @@ import shutil
 import time
 from typing import Any
 
+import psycopg
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from vault_pipeline.assets.journaling import flush_journal
@@ -97,7 +98,7 @@ def tracking_db_backup(
         stored_manifest = store.put_bytes(store.key(backup_id, MANIFEST), manifest_bytes(manifest),
                                           retain_until=retain_until, content_type="application/json",
                                           database="manifest")
-    except (PgToolError, BackupError, CopyError, OSError) as exc:
+    except (PgToolError, BackupError, CopyError, psycopg.Error, OSError) as exc:
         raise Failure(description=f"tracking database backup {backup_id} failed: {exc}", allow_retries=False) from None
     finally:
         shutil.rmtree(spool, ignore_errors=True)

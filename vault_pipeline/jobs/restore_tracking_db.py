@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import psycopg
 from dagster import (
     Config,
     DefaultScheduleStatus,
@@ -63,7 +64,7 @@ State = dict[str, Any]
 RESTORE_JOB = "restore_tracking_db"
 DRILL_JOB = "db_restore_drill"
 STEP_ERRORS = (PgToolError, RestoreError, BackupError, CopyError, JournalError, CatchUpError, RestoreTargetMissing,
-               OSError)
+               psycopg.Error, OSError)
 
 
 class RestoreConfig(Config):
