@@ -132,9 +132,10 @@ def test_export_lines_round_trip_through_a_shell(stack: DevStack) -> None:
         "OVH_S3_ENDPOINT", "OVH_S3_REGION", "OVH_S3_ACCESS_KEY_ID", "OVH_S3_SECRET_ACCESS_KEY",
         "OVH_S3_BUCKET_DOCUMENTS", "AWS_S3_ENDPOINT", "AWS_S3_REGION", "AWS_S3_ACCESS_KEY_ID",
         "AWS_S3_SECRET_ACCESS_KEY", "AWS_S3_BUCKET_DOCUMENTS_COLD", "VAULT_DATABASE_URL", "VAULT_DAGSTER_DATABASE_URL",
-        "VAULT_REBUILD_DATABASE_URL", "VAULT_CHANGE_FEEDS", "VAULT_SEAWEEDFS_FILER", "VAULT_JOURNAL_SIGNING_KEY",
-        "VAULT_JOURNAL_PUBLIC_KEYS", "SFTP_HOST", "SFTP_PORT", "SFTP_USERNAME", "SFTP_PRIVATE_KEY_FILE",
-        "SFTP_KNOWN_HOSTS", "SFTP_REMOTE_DIR"]
+        "VAULT_REBUILD_DATABASE_URL", "VAULT_PG_BIN_DIR", "VAULT_CHANGE_FEEDS", "VAULT_SEAWEEDFS_FILER",
+        "VAULT_JOURNAL_SIGNING_KEY", "VAULT_JOURNAL_PUBLIC_KEYS", "SFTP_HOST", "SFTP_PORT", "SFTP_USERNAME",
+        "SFTP_PRIVATE_KEY_FILE", "SFTP_KNOWN_HOSTS", "SFTP_REMOTE_DIR"]
+    assert (Path(env["VAULT_PG_BIN_DIR"]) / "pg_dump").is_file()  # the backups' pg_dump, the server's version
     assert (env["VAULT_CHANGE_FEEDS"], env["VAULT_SEAWEEDFS_FILER"]) == (
         "seaweedfs-filer", f"127.0.0.1:{stack.hot.ports.filer}.{stack.hot.ports.filer_grpc}")
     assert shell_env(stack.export_lines(), list(env)) == env
