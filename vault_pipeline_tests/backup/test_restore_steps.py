@@ -343,19 +343,25 @@ def test_no_step_touches_a_database_that_was_not_prepared_as_a_restore_target(so
     assert "orders_customer_fk" in post_data_objects(source.dsn)["constraints"]
 
 
-def test_the_password_is_in_no_command_line_and_no_message(source: Source, target: str, pg_server: Any) -> None:
+def test_the_password_is_in_no_command_line_and_no_message(source: Source, target: str, pg_server: Any,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ensure_target_database(target, replace=False)
-    seen: list[tuple[list[str], dict[str, str]]] = []
-
-    def look_at_pg_restore(line: str, at: float) -> None:
-        if not seen:
-            child = next(p for p in psutil.Process().children() if p.name() == "pg_restore")
-            seen.append((child.cmdline(), child.environ()))
+    # A pg_restore on PATH that writes down its arguments and environment, then runs the real one: what the
+    # process was given, read without racing its exit.
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    wrapper = tmp_path / "bin" / "pg_restore"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {recorded}/argv\nenv > {recorded}/env\n"
+                       f"exec {pg_bin_dir()}/pg_restore \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
 
     # post-data on an empty database: pg_restore itself fails (its tables are not there).
     with pytest.raises(PgToolError, match=r"post-data failed \(exit 1\)") as failed:
-        restore_section(source.dump, target, "post-data", on_line=look_at_pg_restore)
-    command, environment = seen[0]
+        restore_section(source.dump, target, "post-data")
+    command = (recorded / "argv").read_text().splitlines()
+    environment = dict(line.split("=", 1) for line in (recorded / "env").read_text().splitlines() if "=" in line)
     assert not any(PASSWORD in arg for arg in command) and environment["PGPASSWORD"] == PASSWORD
     assert environment.get("PGAPPNAME") is None and any("application_name=vault-pg-restore" in a for a in command)
 
