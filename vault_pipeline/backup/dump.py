@@ -1,9 +1,9 @@
 """pg_dump of one database into a spool file, hashed as it is written, with a manifest of its rows.
 
 The dump and the row counts are taken in one snapshot: a REPEATABLE READ transaction exports its snapshot
-(pg_export_snapshot), pg_dump reads through it (--snapshot) while the same transaction counts every table
-and reads the journal position. The counts are then exactly what the dump holds, which is what a restore is
-verified against, even while replication keeps writing.
+(pg_export_snapshot) and counts every table and reads the journal position in it, then pg_dump reads through
+the same snapshot (--snapshot) while that transaction stays open. The counts are then exactly what the dump
+holds, which is what a restore is verified against, even while replication keeps writing.
 
 Why a spool file and not a stream straight to the cold site: the SHA-256 goes into the object's metadata,
 which is set when the upload is created, before the first byte is sent (the same reason as the SFTP intake's
@@ -13,10 +13,7 @@ large files, docs/sftp-intake.md). Memory stays at one chunk whatever the dump's
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import threading
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -24,7 +21,14 @@ from typing import IO, Any
 import psycopg
 from psycopg import sql
 
-from vault_pipeline.backup.pg_tools import PgToolError, libpq_env, pg_binary
+from vault_pipeline.backup.pg_tools import (
+    PgToolError,
+    libpq_env,
+    pg_binary,
+    require_not_older_than_server,
+    run_logged,
+    tool_version,
+)
 
 CHUNK = 1024 * 1024
 # Tables are counted in these schemas' complement (PostgreSQL's own).
@@ -62,14 +66,15 @@ def _tables(conn: psycopg.Connection) -> list[tuple[str, str]]:
         " ORDER BY 1, 2", (list(SYSTEM_SCHEMAS),)).fetchall()]
 
 
+def row_count(conn: psycopg.Connection, *qualified_name: str) -> int:
+    """Exact count(*) of one table, named by its parts ("schema", "table"), as the connection sees it."""
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*qualified_name))).fetchone()
+    return int(row[0]) if row else 0
+
+
 def count_tables(conn: psycopg.Connection) -> dict[str, int]:
     """Exact row counts of every user table, as the connection's transaction sees them."""
-    counts: dict[str, int] = {}
-    for schema, name in _tables(conn):
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-            sql.Identifier(schema), sql.Identifier(name))).fetchone()
-        counts[f"{schema}.{name}"] = int(row[0]) if row else 0
-    return counts
+    return {f"{schema}.{name}": row_count(conn, schema, name) for schema, name in _tables(conn)}
 
 
 def journal_position(conn: psycopg.Connection) -> list[dict[str, Any]]:
@@ -93,74 +98,43 @@ def _hash_into(stream: IO[bytes], path: Path, result: dict[str, Any]) -> None:
         result.update(sha256=digest.hexdigest(), size=size)
     except BaseException as exc:  # reported by the caller: a full spool disk must name itself
         result["error"] = exc
-
-
-def _tail_of(stream: IO[bytes], lines: deque[str]) -> None:
-    for raw in stream:
-        lines.append(raw.decode("utf-8", "replace").rstrip())
+        stream.close()  # pg_dump then ends (a broken pipe) instead of waiting on a pipe nobody reads
 
 
 def dump_database(database: str, dsn: str, spool_dir: Path, *, bin_dir: str | None = None,
                   timeout_seconds: float = 6 * 3600) -> DatabaseDump:
     """pg_dump -Fc of `dsn` into `spool_dir/<database>.dump`, with row counts and journal head of the same
-    snapshot. PgToolError (naming pg_dump, never the DSN's password) when the dump fails."""
+    snapshot. PgToolError (naming pg_dump, never the DSN's password) when the dump fails, or when this pg_dump
+    is older than the server."""
     started = time.monotonic()
     binary = pg_binary("pg_dump", bin_dir)
+    require_not_older_than_server(binary, dsn)
     env, dbname = libpq_env(dsn)
-    result = DatabaseDump(database=database, path=spool_dir / f"{database}.dump")
+    result = DatabaseDump(database=database, path=spool_dir / f"{database}.dump", pg_dump_version=tool_version(binary))
     spool_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Any] = {}
     with psycopg.connect(dsn, autocommit=True, connect_timeout=15) as conn:
         result.server_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             snapshot = str(conn.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
-            process = subprocess.Popen(
-                [binary, "--format=custom", f"--snapshot={snapshot}", "--no-password", f"--dbname={dbname}"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-            assert process.stdout is not None and process.stderr is not None
-            written: dict[str, Any] = {}
-            errors: deque[str] = deque(maxlen=40)
-            threads = [threading.Thread(target=_hash_into, args=(process.stdout, result.path, written), daemon=True),
-                       threading.Thread(target=_tail_of, args=(process.stderr, errors), daemon=True)]
-            for thread in threads:
-                thread.start()
+            # Counted in the exported snapshot, which pg_dump then reads: the counts are exactly the dump's.
+            result.row_counts = count_tables(conn)
+            result.journal = journal_position(conn)
             try:
-                # Counted while pg_dump reads: both see the exported snapshot, so the counts are the dump's.
-                result.row_counts = count_tables(conn)
-                result.journal = journal_position(conn)
-                code = process.wait(timeout=timeout_seconds)
-            except BaseException:
-                process.kill()
-                process.wait()
-                raise
-            finally:
-                for thread in threads:
-                    thread.join(timeout=60)
-    if code != 0:
-        result.path.unlink(missing_ok=True)
-        raise PgToolError(f"pg_dump of the {database} database failed (exit {code}): "
-                          + " | ".join(list(errors)[-8:]))
-    if "error" in written:
+                run_logged([binary, "--format=custom", f"--snapshot={snapshot}", "--no-password", f"--dbname={dbname}"],
+                           env=env, what=f"pg_dump of the {database} database", timeout=timeout_seconds,
+                           read_stdout=lambda stream: _hash_into(stream, result.path, written))
+            except PgToolError:
+                if "error" not in written:
+                    result.path.unlink(missing_ok=True)
+                    raise
+    if "error" in written:  # the spool failed first (pg_dump, left writing to a closed pipe, failed after it)
         result.path.unlink(missing_ok=True)
         raise PgToolError(f"writing the {database} dump to {result.path} failed: {written['error']}")
     result.size, result.sha256 = int(written["size"]), str(written["sha256"])
-    result.pg_dump_version = tool_version(binary)
     result.seconds = time.monotonic() - started
     return result
 
 
-def tool_version(binary: str) -> str:
-    completed = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False)
-    return completed.stdout.strip()
-
-
-def spool_sha256(path: Path) -> str:
-    """The SHA-256 of a file already on the spool (a restore step checking the file it was handed)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-__all__ = ["DatabaseDump", "PgToolError", "count_tables", "dump_database", "journal_position", "spool_sha256"]
+__all__ = ["DatabaseDump", "PgToolError", "count_tables", "dump_database", "journal_position"]

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -103,13 +104,18 @@ def hide(text: str, password: str | None) -> str:
 
 def run_logged(args: Sequence[str], *, on_line: OnLine | None = None, env: dict[str, str] | None = None,
                what: str | None = None, timeout: float | None = None,
-               stdout: int | None = subprocess.DEVNULL) -> int:
-    """Run `args`, calling `on_line(line, time.monotonic())` for each line of its stderr as it arrives.
+               read_stdout: Callable[[IO[bytes]], None] | None = None) -> int:
+    """Run `args`, calling `on_line(line, time.monotonic())` for each line of its stderr as it arrives, and
+    `read_stdout(stream)` in a thread of its own on its standard output (discarded without it; a reader that
+    stops early must close the stream, so that the program ends instead of blocking on a full pipe).
     Returns 0; raises PgToolError naming `what` (default: the program), the exit code and the last lines of
     stderr when it fails or outlives `timeout` seconds (then it is killed)."""
     what = what or Path(args[0]).name
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    process = subprocess.Popen(list(args), stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen(list(args), stdin=subprocess.DEVNULL, env=env, stderr=subprocess.PIPE,
+                               stdout=subprocess.PIPE if read_stdout else subprocess.DEVNULL)
+    reader = threading.Thread(target=read_stdout, args=(process.stdout,), name=f"{what} stdout",
+                              daemon=True) if read_stdout else None
     timed_out = threading.Event()
 
     def kill_on_timeout() -> None:
@@ -120,6 +126,8 @@ def run_logged(args: Sequence[str], *, on_line: OnLine | None = None, env: dict[
     try:
         if timer:
             timer.start()
+        if reader:
+            reader.start()
         assert process.stderr is not None
         for raw in process.stderr:
             at = time.monotonic()
@@ -135,6 +143,8 @@ def run_logged(args: Sequence[str], *, on_line: OnLine | None = None, env: dict[
     finally:
         if timer:
             timer.cancel()
+        if reader:
+            reader.join()
         if process.stderr:
             process.stderr.close()
     if code == 0 and not timed_out.is_set():
@@ -169,12 +179,20 @@ def server_major(dsn: str) -> int:
         raise PgToolError(f"cannot read the server's version: {redact(str(exc), dsn)}") from None
 
 
+def tool_version(binary: str) -> str:
+    """What a client program says of its version ("pg_dump (PostgreSQL) 16.2")."""
+    completed = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    if completed.returncode != 0:
+        raise PgToolError(f"{binary} --version said {(completed.stdout + completed.stderr).strip()[:200]!r}")
+    return completed.stdout.strip()
+
+
 def tool_major(binary: str) -> int:
     """The major version of a client program, from `--version` ("pg_dump (PostgreSQL) 16.2" -> 16)."""
-    completed = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False)
-    found = re.search(r"\(PostgreSQL\)\s+(\d+)", completed.stdout)
-    if completed.returncode != 0 or not found:
-        raise PgToolError(f"{binary} --version said {(completed.stdout + completed.stderr).strip()[:200]!r}")
+    said = tool_version(binary)
+    found = re.search(r"\(PostgreSQL\)\s+(\d+)", said)
+    if not found:
+        raise PgToolError(f"{binary} --version said {said[:200]!r}")
     return int(found.group(1))
 
 
@@ -190,4 +208,4 @@ def require_not_older_than_server(binary: str, dsn: str) -> tuple[int, int]:
 
 __all__ = ["BIN_DIR_SETTING", "OnLine", "PgToolError", "dsn_params", "hide", "libpq_env", "normalized_dsn",
            "pg_binary", "redact", "require_not_older_than_server", "run_logged", "server_major", "tool_major",
-           "with_database"]
+           "tool_version", "with_database"]
