@@ -14,6 +14,7 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 
 from vault_pipeline.assets.journaling import flush_journal
 from vault_pipeline.assets.reporting import human_bytes
+from vault_pipeline.backup.catch_up import start_of
 from vault_pipeline.backup.dump import DatabaseDump, dump_database
 from vault_pipeline.backup.pg_tools import PgToolError
 from vault_pipeline.backup.store import (
@@ -33,10 +34,6 @@ from vault_pipeline.resources.db_backups import DatabaseBackupResource
 from vault_pipeline.resources.journal import JournalResource
 
 STALE_UPLOAD_AGE = dt.timedelta(hours=6)  # an upload older than this under backups/ was left by a killed backup
-
-
-def journal_head(dump: DatabaseDump, site: str) -> dict[str, Any] | None:
-    return next((j for j in dump.journal if j["site"] == site), None)
 
 
 def backup_table(rows: list[tuple[DatabaseDump, StoredObject, float]]) -> str:
@@ -104,8 +101,8 @@ def tracking_db_backup(
         shutil.rmtree(spool, ignore_errors=True)
 
     tracking_dump = written[0][0]
-    head = journal_head(tracking_dump, cold_site.bucket)
-    head_seq = head["next_seq"] if head else 1
+    head = start_of(tracking_dump.journal, cold_site.bucket)  # the journal position the dump contains
+    head_seq = head.next_seq
     for dump, stored, _ in written:
         tracking.journal(backup_fields(
             bucket=cold_site.bucket, key=stored.key, version_id=stored.version_id, sha256=stored.sha256,
@@ -120,7 +117,7 @@ def tracking_db_backup(
         "manifest_key": MetadataValue.text(stored_manifest.key),
         "retain_until": MetadataValue.text(retain_until.isoformat()),
         "journal_head_seq": MetadataValue.int(head_seq - 1),
-        "journal_head_hash": MetadataValue.text(head["last_hash"] if head else "(no journal yet)"),
+        "journal_head_hash": MetadataValue.text(head.last_hash if head_seq > 1 else "(no journal yet)"),
         "databases": MetadataValue.md(backup_table(written)),
         "largest_tables": MetadataValue.md(largest_tables(tracking_dump)),
         "duration_s": MetadataValue.float(round(time.monotonic() - started, 3)),

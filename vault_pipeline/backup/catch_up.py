@@ -29,9 +29,10 @@ class CatchUpError(RuntimeError):
     pass
 
 
-def start_of(manifest_entry: dict[str, Any], site: str) -> ChainState:
-    """The chain position the dump contains for `site` (the genesis when it had no journal yet)."""
-    head = next((j for j in manifest_entry.get("journal") or [] if j["site"] == site), None)
+def start_of(journal: list[dict[str, Any]], site: str) -> ChainState:
+    """The chain position a dump contains for `site`, from its `journal` (the manifest's journal_state rows);
+    the genesis when it had no journal yet."""
+    head = next((j for j in journal if j["site"] == site), None)
     return ChainState(int(head["next_seq"]), str(head["last_hash"])) if head else ChainState()
 
 

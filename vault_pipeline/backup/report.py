@@ -9,22 +9,18 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-# The item kinds the report totals (pg_restore's TOC descriptions); the rest is summed as "other".
-KINDS = ("TABLE DATA", "INDEX", "CONSTRAINT", "FK CONSTRAINT", "SEQUENCE SET")
-
-
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+from vault_pipeline.backup.restore_steps import OTHER, REPORT_KINDS, report_kind
+from vault_pipeline.replication.report import md_escape
 
 
 def totals_by_kind(steps: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     totals: dict[str, dict[str, float]] = defaultdict(lambda: {"items": 0, "seconds": 0.0})
     for step in steps:
         for item in step.get("items") or []:
-            kind = item["kind"] if item["kind"] in KINDS else "other"
+            kind = report_kind(item["kind"])
             totals[kind]["items"] += 1
             totals[kind]["seconds"] += float(item["seconds"])
-    return {kind: totals[kind] for kind in (*KINDS, "other") if kind in totals}
+    return {kind: totals[kind] for kind in (*REPORT_KINDS, OTHER) if kind in totals}
 
 
 def steps_markdown(steps: list[dict[str, Any]]) -> str:
@@ -33,7 +29,7 @@ def steps_markdown(steps: list[dict[str, Any]]) -> str:
     for step in steps:
         share = float(step["seconds"]) / total * 100 if total else 0.0
         lines.append(f"| {step['step']} | {float(step['seconds']):.2f} | {share:.0f} % | "
-                     f"{str(step.get('run_id', ''))[:8]} | {_cell(step.get('detail', ''))} |")
+                     f"{str(step.get('run_id', ''))[:8]} | {md_escape(step.get('detail', ''))} |")
     lines.append(f"| **total** | **{total:.2f}** | | | |")
     return "\n".join(lines)
 
@@ -54,7 +50,7 @@ def items_markdown(steps: list[dict[str, Any]], limit: int = 25) -> str:
     items.sort(key=lambda pair: float(pair[1]["seconds"]), reverse=True)
     lines = ["| step | kind | item | seconds |", "|---|---|---|---|"]
     for step, item in items[:limit]:
-        lines.append(f"| {step} | {item['kind']} | {_cell(item['name'])} | {float(item['seconds']):.3f} |")
+        lines.append(f"| {step} | {item['kind']} | {md_escape(item['name'])} | {float(item['seconds']):.3f} |")
     if len(items) > limit:
         lines.append(f"| … {len(items) - limit} more | | | |")
     return "\n".join(lines)

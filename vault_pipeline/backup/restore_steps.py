@@ -31,6 +31,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
+from vault_pipeline.backup.dump import row_count
 from vault_pipeline.backup.pg_tools import (
     OnLine,
     PgToolError,
@@ -42,6 +43,7 @@ from vault_pipeline.backup.pg_tools import (
     run_logged,
     with_database,
 )
+from vault_pipeline.replication.report import md_escape
 
 Section = Literal["pre-data", "data", "post-data"]
 SECTIONS: tuple[Section, ...] = ("pre-data", "data", "post-data")
@@ -171,7 +173,7 @@ class SectionReport:
     def markdown(self, limit: int = 20) -> str:
         """A table of the items, slowest first; the ones past `limit` summed on a last row."""
         rows = ["| kind | item | seconds |", "|---|---|---:|"]
-        rows += [f"| {item.kind} | {_cell(item.name)} | {item.seconds:.3f} |" for item in self.slowest(limit)]
+        rows += [f"| {item.kind} | {md_escape(item.name)} | {item.seconds:.3f} |" for item in self.slowest(limit)]
         rest = self.items and self.slowest()[limit:]
         if rest:
             rows.append(f"| ... | {len(rest)} more items | {sum(item.seconds for item in rest):.3f} |")
@@ -188,10 +190,6 @@ class SectionReport:
         return cls(section=str(data["section"]), seconds=float(data["seconds"]), jobs=int(data["jobs"]),
                    notes=[str(note) for note in data.get("notes", [])],
                    items=[RestoreItem(str(i["kind"]), str(i["name"]), float(i["seconds"])) for i in data["items"]])
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
 
 
 # Workers and leader share stderr and write the "pg_restore: " prefix and the message separately, so with -j a
@@ -315,9 +313,8 @@ def ensure_target_database(dsn: str, *, replace: bool, restore_id: str | None = 
         raise RestoreError(f"refusing to restore into {database!r}: name a database of its own")
     try:
         with _connect(with_database(dsn, MAINTENANCE_DATABASE)) as admin:
-            found = admin.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                                  (database,)).fetchone()
-            if not found:
+            exists, comment = _database_comment(admin, database)
+            if not exists:
                 _create_database(admin, database, restore_id)
                 return f"created database {database}"
             with _connect(normalized_dsn(dsn)) as target:
@@ -325,7 +322,7 @@ def ensure_target_database(dsn: str, *, replace: bool, restore_id: str | None = 
             if not held:
                 _mark(admin, database, restore_id)
                 return f"database {database} exists and is empty"
-            if restore_id is not None and found[0] == _mark_text(restore_id) and not replace:
+            if restore_id is not None and comment == _mark_text(restore_id) and not replace:
                 return f"database {database} is already this restore's target ({len(held)} objects)"
             if not replace:
                 raise TargetNotEmpty(
@@ -339,6 +336,13 @@ def ensure_target_database(dsn: str, *, replace: bool, restore_id: str | None = 
         raise RestoreError(f"preparing database {database}: {redact(str(exc), dsn)}") from None
 
 
+def _database_comment(admin: psycopg.Connection, database: str) -> tuple[bool, str]:
+    """(the database exists, its comment: the restore mark, if any)."""
+    found = admin.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                          (database,)).fetchone()
+    return found is not None, str(found[0] or "") if found else ""
+
+
 def drop_database(dsn: str) -> str:
     """Drop a restore's target (a drill's scratch database), ending its sessions. Only a database that
     ensure_target_database marked: never a live one. Missing: nothing to do."""
@@ -347,11 +351,10 @@ def drop_database(dsn: str) -> str:
         raise RestoreError(f"refusing to drop {database or 'a database the URL does not name'!r}")
     try:
         with _connect(with_database(dsn, MAINTENANCE_DATABASE)) as admin:
-            found = admin.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                                  (database,)).fetchone()
-            if not found:
+            exists, comment = _database_comment(admin, database)
+            if not exists:
                 return f"database {database} was not there"
-            if not str(found[0] or "").startswith(RESTORE_MARK):
+            if not comment.startswith(RESTORE_MARK):
                 raise RestoreError(f"refusing to drop database {database}: ensure_target_database did not make it")
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
             return f"dropped database {database}"
@@ -493,12 +496,10 @@ def count_rows(dsn: str, tables: Iterable[str]) -> dict[str, int]:
         with _connect(normalized_dsn(dsn)) as conn:
             for table in tables:
                 schema, _, name = table.partition(".")
-                identifier = sql.Identifier(schema, name) if name else sql.Identifier(schema)
                 try:
-                    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(identifier)).fetchone()
+                    counts[table] = row_count(conn, *(part for part in (schema, name) if part))
                 except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
                     raise RestoreError(f"table {table} is not in the restored database") from None
-                counts[table] = int(row[0]) if row else 0
     except psycopg.Error as exc:
         raise RestoreError(f"counting rows: {redact(str(exc), dsn)}") from None
     return counts

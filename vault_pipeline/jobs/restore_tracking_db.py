@@ -157,7 +157,7 @@ def fetch_backup(context: OpExecutionContext, config: RestoreConfig, cold_site: 
             raise BackupError(f"backup {backup_id} has no {config.database} dump (it has "
                               f"{', '.join(sorted(manifest['databases']))})")
         tracking_entry = manifest["databases"].get("tracking", entry)
-        start = start_of(tracking_entry, cold_site.bucket)
+        start = start_of(tracking_entry.get("journal") or [], cold_site.bucket)
         vouched = journaled_backup(journal.segment_store(cold_site), start, backup_id)
         problems = []
         for name, expected in ((config.database, entry), ("manifest", stored_manifest.as_dict())):
