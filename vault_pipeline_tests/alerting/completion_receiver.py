@@ -8,13 +8,12 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from vault_pipeline.alerting.completion import KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
-from vault_pipeline_tests.alerting.conftest import TOKEN
+from vault_pipeline_tests.alerting.conftest import TOKEN, QuietHandler, serving
 
 SECRET = "completion-signing-secret-for-tests"
 
@@ -71,7 +70,7 @@ class CompletionReceiver:
 def receiver() -> Iterator[CompletionReceiver]:
     state = CompletionReceiver()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if state.delay_seconds:
@@ -85,17 +84,8 @@ def receiver() -> Iterator[CompletionReceiver]:
             self.end_headers()
             self.wfile.write(b"ok" if status < 300 else b"no")
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, name="completion-receiver", daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(Handler, "completion-receiver") as state.port:
+        yield state
 
 
 __all__ = ["KEY_HEADER", "SECRET", "CompletionReceiver", "Received", "receiver"]
