@@ -25,6 +25,7 @@ from dagster import DagsterInstance, Definitions, SensorResult, build_sensor_con
 
 from vault_pipeline.definitions import build_definitions, build_resources
 from vault_pipeline.devstack.buckets import ensure_bucket
+from vault_pipeline.devstack.ports import PORT_RANGE_ENV, worker_port_range
 from vault_pipeline.devstack.postgres import pg_bin_dir
 from vault_pipeline.intake.sweep import SweepReport, run_sweep
 from vault_pipeline.journal.reader import read_entries
@@ -36,6 +37,12 @@ from vault_pipeline.settings import load_settings
 
 pytest_plugins = ["vault_pipeline_tests.stackfixtures", "vault_pipeline_tests.sftpservers"]
 REPO = Path(__file__).resolve().parent.parent
+
+# Each pytest-xdist worker picks its servers' ports from its own slice, so two workers never race for the
+# same port between one's free-port check and its server's bind (servers started by a test inherit it).
+if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw") and PORT_RANGE_ENV not in os.environ:
+    os.environ[PORT_RANGE_ENV] = worker_port_range(int(os.environ["PYTEST_XDIST_WORKER"][2:]),
+                                                   int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 # Fast retries and short leases so failure and crash scenarios finish in seconds.
 TEST_ENV = {

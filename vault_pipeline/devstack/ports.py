@@ -28,8 +28,11 @@ every listener inside the block matters more than that noise.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
+import threading
+import time
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
@@ -43,6 +46,18 @@ DAGSTER_UI_PORT = 3000
 REDIS_PORT = 16379
 SFTP_PORT = 12222
 SITE_PORT_BLOCK = 20  # ports base .. base + 19 belong to one SeaweedFS site
+
+# Confines find_free_port_block's default search to "LOW-HIGH" (HIGH exclusive). The test harness gives
+# each pytest-xdist worker its own slice, so two workers never pick the same port in the window between
+# one worker's check and its server's bind. Subprocesses inherit it.
+PORT_RANGE_ENV = "VAULT_FREE_PORT_RANGE"
+
+# A block handed out stays reserved in this process for this long, so that blocks picked one after the
+# other before any server binds (a stack picks its PostgreSQL, hot, cold and SFTP ports first) never
+# overlap. Long enough to cover a slow stack start, short enough that a long test session cannot run out.
+RESERVATION_SECONDS = 600.0
+_reserved: dict[int, float] = {}  # port -> monotonic expiry
+_reserved_lock = threading.Lock()
 
 # Random blocks for tests never overlap the fixed ports above, so a test run cannot take the ports that a
 # `make run` started later needs (and the other way round is caught by the free-port check).
@@ -99,13 +114,55 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999  # Linux default
 
 
-def find_free_port_block(size: int = SITE_PORT_BLOCK, *, low: int = 10000, high: int | None = None) -> int:
-    """A base such that base .. base+size-1 are all free on 127.0.0.1 right now.
+def _range_from_env() -> tuple[int, int] | None:
+    value = os.environ.get(PORT_RANGE_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        low_text, high_text = value.split("-")
+        low, high = int(low_text), int(high_text)
+    except ValueError:
+        raise DevStackError(f"{PORT_RANGE_ENV}={value!r} is not a port range LOW-HIGH, e.g. 10000-20000") from None
+    if not 1024 <= low < high <= 65536:
+        raise DevStackError(f"{PORT_RANGE_ENV}={value!r}: expected 1024 <= LOW < HIGH <= 65536")
+    return low, high
+
+
+def worker_port_range(index: int, count: int, *, low: int = 10000) -> str:
+    """The `PORT_RANGE_ENV` value of worker `index` of `count`: an equal slice of the ports below the
+    ephemeral range."""
+    ephemeral_low, _ = _ephemeral_range()
+    width = (ephemeral_low - low) // max(count, 1)
+    return f"{low + index * width}-{low + (index + 1) * width}"
+
+
+def _reserve(base: int, size: int) -> bool:
+    """Reserve base .. base+size-1 unless a port of it was handed out within RESERVATION_SECONDS."""
+    now = time.monotonic()
+    with _reserved_lock:
+        for port in [p for p, expiry in _reserved.items() if expiry <= now]:
+            del _reserved[port]
+        if any(base + offset in _reserved for offset in range(size)):
+            return False
+        for offset in range(size):
+            _reserved[base + offset] = now + RESERVATION_SECONDS
+        return True
+
+
+def find_free_port_block(size: int = SITE_PORT_BLOCK, *, low: int | None = None, high: int | None = None) -> int:
+    """A base such that base .. base+size-1 are all free on 127.0.0.1 right now, and none was handed out by
+    this process in the last RESERVATION_SECONDS (the servers for earlier picks may not have bound yet).
 
     By default the search stays below the kernel's ephemeral range: the servers themselves open many
     outgoing connections, and an outgoing connection could otherwise take a port of a block between this
-    check and the server's bind. The choice is random so that concurrent test sessions rarely collide.
+    check and the server's bind. `PORT_RANGE_ENV` narrows it (one slice per test worker); within it the
+    choice is random so that concurrent sessions rarely collide.
     """
+    env_range = _range_from_env() if low is None and high is None else None
+    if env_range is not None:
+        low, high = env_range
+    if low is None:
+        low = 10000
     if high is None:
         ephemeral_low, _ = _ephemeral_range()
         high = ephemeral_low if ephemeral_low - low > 50 * size else 65535
@@ -114,6 +171,6 @@ def find_free_port_block(size: int = SITE_PORT_BLOCK, *, low: int = 10000, high:
         base = rng.randrange(low, high - size)
         if any(base < end and start < base + size for start, end in _FIXED_RANGES):
             continue
-        if all(port_is_free(base + offset) for offset in range(size)):
+        if all(port_is_free(base + offset) for offset in range(size)) and _reserve(base, size):
             return base
     raise DevStackError(f"no block of {size} free ports found between {low} and {high}")

@@ -27,10 +27,12 @@ from vault_pipeline.devstack.ports import (
     COLD_S3_PORT,
     HOT_S3_PORT,
     LOOPBACK,
+    PORT_RANGE_ENV,
     POSTGRES_PORT,
     SITE_PORT_BLOCK,
     find_free_port_block,
     port_is_free,
+    worker_port_range,
 )
 from vault_pipeline.devstack.postgres import EmbeddedPostgres
 from vault_pipeline.devstack.process import DevStackError
@@ -323,6 +325,33 @@ def test_free_port_blocks_avoid_the_fixed_ports() -> None:
         assert POSTGRES_PORT not in block
         assert not set(block) & set(range(HOT_S3_PORT, HOT_S3_PORT + SITE_PORT_BLOCK))
         assert not set(block) & set(range(COLD_S3_PORT, COLD_S3_PORT + SITE_PORT_BLOCK))
+
+
+def test_blocks_picked_back_to_back_never_overlap_before_any_server_binds(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stack picks its PostgreSQL, hot, cold and SFTP ports before starting any server; a narrow range
+    # makes an overlap certain without the in-process reservation (it once failed CI: "Address already
+    # in use" on the cold site's port).
+    # (Below 10000: no test worker's slice, so nothing else in this suite binds there.)
+    monkeypatch.setenv(PORT_RANGE_ENV, "7000-7400")
+    bases = [find_free_port_block() for _ in range(8)]
+    ports = [port for base in bases for port in range(base, base + SITE_PORT_BLOCK)]
+    assert len(ports) == len(set(ports)) and all(7000 <= port < 7400 for port in ports)
+    monkeypatch.setenv(PORT_RANGE_ENV, "7500-7521")  # room for exactly one block
+    assert find_free_port_block() == 7500
+    with pytest.raises(DevStackError, match="no block of 20 free ports found between 7500 and 7521"):
+        find_free_port_block()
+
+
+def test_each_test_worker_searches_its_own_slice_of_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    slices = [tuple(map(int, worker_port_range(i, 3).split("-"))) for i in range(3)]
+    assert slices[0][0] == 10000 and slices[0][1] == slices[1][0] and slices[1][1] == slices[2][0]
+    assert all(high - low > 50 * SITE_PORT_BLOCK for low, high in slices)
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the harness set this process's slice
+        low, high = map(int, os.environ[PORT_RANGE_ENV].split("-"))
+        assert low <= find_free_port_block() < high
+    monkeypatch.setenv(PORT_RANGE_ENV, "9000")
+    with pytest.raises(DevStackError, match="not a port range LOW-HIGH"):
+        find_free_port_block()
 
 
 def test_the_stack_has_a_secondary_database_and_a_stable_seal_signing_key(stack: DevStack) -> None:
