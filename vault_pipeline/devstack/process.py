@@ -13,6 +13,7 @@ Every server of the embedded stack (PostgreSQL, `weed mini`, the moto server, `d
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -91,19 +92,52 @@ def _signal(process: subprocess.Popen[bytes], sig: int, whole_group: bool) -> No
 def stop_process(process: subprocess.Popen[bytes] | None, *, stop_signal: int = signal.SIGTERM,
                  timeout: float = 15.0, whole_group: bool = True) -> bool:
     """Send `stop_signal` (to the process group, or to the process only), wait up to `timeout`, then
-    SIGKILL the whole group. Idempotent; always reaps the child so no zombie is left. Returns False
-    when the process had to be killed."""
+    SIGKILL the whole group. With `whole_group`, the stop also waits (within the same `timeout`) for the
+    group's other members, which can outlive the leader, and SIGKILLs those left. Idempotent; always reaps
+    the child so no zombie is left. Returns False when anything had to be killed."""
     if process is None or process.poll() is not None:
         return True
+    deadline = time.monotonic() + timeout
     _signal(process, stop_signal, whole_group)
     try:
         process.wait(timeout)
-        return True
     except subprocess.TimeoutExpired:
         # Only while the leader is alive (not yet reaped) is its group id certainly still ours.
         _signal(process, signal.SIGKILL, whole_group=True)
         process.wait(10)
         return False
+    if whole_group and not _group_gone(process.pid, deadline):
+        # The leader is gone but some of its children are not (dagster dev's run processes finish their
+        # own shutdown after dagster dev exits). The kernel keeps a process group's id from being reused
+        # while it has members, so the group is still ours to kill.
+        _kill_group(process.pid)
+        _group_gone(process.pid, time.monotonic() + 10)
+        return False
+    return True
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member changed user: it still exists
+        return True
+    return True
+
+
+def _group_gone(pgid: int, deadline: float) -> bool:
+    """Wait until no process is left in group `pgid` (True) or until `deadline` (False)."""
+    while _group_exists(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def tail(path: Path, lines: int = 30) -> str:

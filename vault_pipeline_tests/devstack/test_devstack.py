@@ -35,7 +35,7 @@ from vault_pipeline.devstack.ports import (
     worker_port_range,
 )
 from vault_pipeline.devstack.postgres import EmbeddedPostgres
-from vault_pipeline.devstack.process import DevStackError
+from vault_pipeline.devstack.process import DevStackError, start_process, stop_process
 from vault_pipeline.devstack.seaweed import SeaweedSite
 from vault_pipeline.devstack.site import s3_client
 from vault_pipeline.devstack.stack import DevStack, export_lines
@@ -368,3 +368,42 @@ def test_the_stack_has_a_secondary_database_and_a_stable_seal_signing_key(stack:
     public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
     assert env["VAULT_JOURNAL_PUBLIC_KEYS"] == base64.b64encode(public).decode()
     assert stack.env()["VAULT_JOURNAL_SIGNING_KEY"] == env["VAULT_JOURNAL_SIGNING_KEY"]  # made once, kept
+
+
+# A leader that exits on SIGINT at once, and a child in its group that outlives it: the child ignores
+# SIGINT and sleeps `child_grace` seconds after it (dagster dev's run processes finish their own shutdown
+# after dagster dev has exited).
+GROUP_SCRIPT = textwrap.dedent("""
+    import signal, subprocess, sys, time
+    child = subprocess.Popen([sys.executable, "-c",
+        "import signal, sys, time\\n"
+        "signal.signal(signal.SIGINT, lambda *_: (time.sleep(float(sys.argv[1])), sys.exit(0)))\\n"
+        "print('ready', flush=True)\\n"
+        "time.sleep(600)\\n", sys.argv[1]], stdout=sys.stdout)
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    time.sleep(600)
+""")
+
+
+@pytest.mark.parametrize(("child_grace", "graceful"), [(0.5, True), (60, False)])
+def test_a_group_stop_waits_for_the_members_that_outlive_the_leader_then_kills_them(
+        tmp_path: Path, child_grace: float, graceful: bool) -> None:
+    log_path = tmp_path / "group.log"
+    leader = start_process([sys.executable, "-c", GROUP_SCRIPT, str(child_grace)], log_path=log_path)
+    wait_for(lambda: "ready" in log_path.read_text(), 15, "the child to start")
+    members = [p for p in psutil.process_iter() if _pgid(p.pid) == leader.pid]
+    assert len(members) == 2
+
+    started = time.monotonic()
+    assert stop_process(leader, stop_signal=signal.SIGINT, timeout=3) is graceful
+    elapsed = time.monotonic() - started
+    assert not [p for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    # graceful: the stop waited for the child's half-second; otherwise it gave up at the 3 s timeout
+    assert (0.4 < elapsed < 3) if graceful else (2.9 < elapsed < 10)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
