@@ -54,9 +54,16 @@ def _served(server: Server) -> Iterator[Server]:
         server.stop()
 
 
+# The tests' server need not survive a crash of the machine, only of its own processes (which the tests do:
+# PostgreSQL restarted mid-run, runs SIGKILLed), and that the OS page cache covers: flushing to disk at each
+# commit only adds the disk's latency to every test.
+TEST_PG_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
 @pytest.fixture(scope="session")
 def pg_server(servers_dir: Path) -> Iterator[EmbeddedPostgres]:
-    yield from _served(start_on_free_ports(lambda port: EmbeddedPostgres(servers_dir / "postgres", port), 1))
+    yield from _served(start_on_free_ports(
+        lambda port: EmbeddedPostgres(servers_dir / "postgres", port, settings=TEST_PG_SETTINGS), 1))
 
 
 @pytest.fixture(scope="session")

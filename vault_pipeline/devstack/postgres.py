@@ -18,6 +18,7 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
@@ -93,9 +94,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 class EmbeddedPostgres(ChildServer):
-    def __init__(self, data_dir: Path, port: int, log_path: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int, log_path: Path | None = None,
+                 settings: Mapping[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
+        self.settings = dict(settings or {})  # extra server settings, passed as `-c name=value`
         self.log_path = Path(log_path).resolve() if log_path else self.data_dir.parent / f"{self.data_dir.name}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._socket_dir: Path | None = None
@@ -157,7 +160,8 @@ class EmbeddedPostgres(ChildServer):
         _give_to(user, self._socket_dir)
         self.process = start_process(
             [pgserver_binary("postgres"), "-D", str(self.data_dir), "-h", LOOPBACK, "-p", str(self.port),
-             "-k", str(self._socket_dir), "-c", "max_connections=300"],
+             "-k", str(self._socket_dir), "-c", "max_connections=300",
+             *(arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}"))],
             log_path=self.log_path, cwd=self.data_dir, user=user, death_signal=signal.SIGINT,
         )
         try:
