@@ -158,11 +158,9 @@ def find_free_port_block(size: int = SITE_PORT_BLOCK, *, low: int | None = None,
     check and the server's bind. `PORT_RANGE_ENV` narrows it (one slice per test worker); within it the
     choice is random so that concurrent sessions rarely collide.
     """
-    env_range = _range_from_env() if low is None and high is None else None
-    if env_range is not None:
-        low, high = env_range
-    if low is None:
-        low = 10000
+    if low is None and high is None:
+        low, high = _range_from_env() or (10000, None)
+    low = 10000 if low is None else low
     if high is None:
         ephemeral_low, _ = _ephemeral_range()
         high = ephemeral_low if ephemeral_low - low > 50 * size else 65535

@@ -17,7 +17,6 @@ import signal
 import stat
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,7 +25,15 @@ import psycopg
 from psycopg import sql
 
 from vault_pipeline.devstack.ports import LOOPBACK
-from vault_pipeline.devstack.process import ChildServer, DevStackError, start_process, stop_process, tail, wait_until
+from vault_pipeline.devstack.process import (
+    ChildServer,
+    DevStackError,
+    end_group,
+    start_process,
+    stop_process,
+    tail,
+    wait_until,
+)
 
 SUPERUSER = "postgres"
 SYSTEM_USER = "pgserver"  # pgserver's convention when running as root
@@ -131,21 +138,10 @@ class EmbeddedPostgres(ChildServer):
         if pid > 0 and _is_live_postmaster_of(pid, self.data_dir):
             raise DevStackError(f"a PostgreSQL server (pid {pid}) already runs on {self.data_dir}")
         if pid > 0 and not _pid_alive(pid):  # a live pid here is an unrelated process that reused it
-            self._wait_for_orphans(pid)
+            # Backends of a killed postmaster that we started still share its process group (and its shared
+            # memory) for a moment; a new postmaster refuses to start while they hold it.
+            end_group(pid, timeout=10.0)
         pid_file.unlink(missing_ok=True)
-
-    @staticmethod
-    def _wait_for_orphans(old_pid: int, timeout: float = 10.0) -> None:
-        """Backends of a killed postmaster that we started still share its process group (and its shared
-        memory) for a moment; a new postmaster refuses to start while they hold it. The group id cannot be
-        reused while any member lives, so signalling it is safe once its leader is gone (and only then)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                os.killpg(old_pid, 0 if time.monotonic() < deadline else signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                return
-            time.sleep(0.1)
 
     def start(self, timeout: float = 60) -> EmbeddedPostgres:
         """initdb on first use, then start and wait until it accepts connections. Idempotent."""

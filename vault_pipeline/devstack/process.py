@@ -106,23 +106,17 @@ def stop_process(process: subprocess.Popen[bytes] | None, *, stop_signal: int = 
         _signal(process, signal.SIGKILL, whole_group=True)
         process.wait(10)
         return False
-    if whole_group and not _group_gone(process.pid, deadline):
-        # The leader is gone but some of its children are not (dagster dev's run processes finish their
-        # own shutdown after dagster dev exits). The kernel keeps a process group's id from being reused
-        # while it has members, so the group is still ours to kill.
-        _kill_group(process.pid)
-        _group_gone(process.pid, time.monotonic() + 10)
-        return False
-    return True
+    # The leader is gone, but its children may not be (dagster dev's run processes finish their own
+    # shutdown after dagster dev exits).
+    return end_group(process.pid, deadline - time.monotonic()) if whole_group else True
 
 
 def _group_exists(pgid: int) -> bool:
+    """True while group `pgid` has a member we may signal (PermissionError: not ours)."""
     try:
         os.killpg(pgid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
-    except PermissionError:  # a member changed user: it still exists
-        return True
     return True
 
 
@@ -135,9 +129,17 @@ def _group_gone(pgid: int, deadline: float) -> bool:
     return True
 
 
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
+def end_group(pgid: int, timeout: float) -> bool:
+    """Wait up to `timeout` for the members of process group `pgid` to exit, then SIGKILL those left.
+
+    Only for a group whose leader was ours and is gone: the kernel does not reuse a group's id while it has
+    members, so the group is still ours to signal. Returns False when members had to be killed."""
+    if _group_gone(pgid, time.monotonic() + timeout):
+        return True
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+    _group_gone(pgid, time.monotonic() + 10)
+    return False
 
 
 def tail(path: Path, lines: int = 30) -> str:
